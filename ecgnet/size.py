@@ -1,0 +1,158 @@
+"""Model size without training: parameters, serialized bytes and MACs.
+
+"Model size (MB)" is defined as the thesis measured it: the bytes of ``torch.save(state_dict)``
+divided by 2**20. That counts BatchNorm buffers and the zip container, which is why parameters
+alone (8,833,379 x 4 bytes = 33.70 MiB for E1) do not match the thesis's 33.78.
+
+The search asks for sizes every trial, so nothing here allocates real weights: the network is
+built on the meta device and serialized by torch's own writer with ``skip_data``, whose
+layout is byte-for-byte that of a real save but which writes no tensor bytes::
+
+    >>> describe_size(ArchConfig()).state_dict_bytes
+    35418215
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torch.serialization import skip_data
+from torch.utils.flop_counter import FlopCounterMode
+
+from ecgnet.arch import ArchConfig
+from ecgnet.model import METADATA_INPUTS, ECGResNet
+
+__all__ = [
+    "MIB",
+    "SizeReport",
+    "count_macs",
+    "count_params",
+    "describe_size",
+    "model_size_mb",
+    "serialized_state_dict_bytes",
+]
+
+MIB = 2**20
+MAC_INPUT_SAMPLES = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeReport:
+    """Size figures of one architecture."""
+
+    params: int
+    state_dict_bytes: int
+    macs: int | None = None
+
+    @property
+    def size_mb(self) -> float:
+        return self.state_dict_bytes / MIB
+
+
+class _SizeCountingSink(io.RawIOBase):
+    """A write-only stream that remembers how far it was written or seeked, and keeps nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._position = 0
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        n = len(memoryview(data))
+        self._advance_to(self._position + n)
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        self._advance_to(base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def _advance_to(self, position: int) -> None:
+        self._position = position
+        self.size = max(self.size, position)
+
+
+def meta_model(config: ArchConfig) -> ECGResNet:
+    """The network with shapes but no storage: building it costs no memory and no init time."""
+    with torch.device("meta"):
+        return ECGResNet(config)
+
+
+def serialized_state_dict_bytes(model: nn.Module) -> int:
+    """Exact byte count of ``torch.save(model.state_dict(), buffer)`` for a CPU copy of ``model``.
+
+    Works on meta-device models. Tensors are replaced by uninitialised CPU tensors of the same
+    shape, stride and dtype (untouched pages cost nothing) and written with ``skip_data``, which
+    reserves each tensor's bytes by seeking instead of copying them.
+    """
+    source = model.state_dict()
+    stand_in: OrderedDict[str, torch.Tensor] = OrderedDict(
+        (key, torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu"))
+        for key, t in source.items()
+    )
+    # The per-module version metadata is pickled too and must be kept for an exact count.
+    stand_in._metadata = getattr(source, "_metadata", None)  # type: ignore[attr-defined]
+    sink = _SizeCountingSink()
+    with skip_data():
+        torch.save(stand_in, sink)
+    return sink.size
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: ECGResNet, samples: int = MAC_INPUT_SAMPLES, batch: int = 1) -> int:
+    """Multiply-accumulates of one forward pass, from torch's FlopCounterMode (MACs = FLOPs/2).
+
+    Runs on the meta device when ``model`` lives there, so it costs only shape arithmetic.
+    """
+    device = next(model.parameters()).device
+    signal = torch.zeros(batch, model.config.in_leads, samples, device=device)
+    metadata = torch.zeros(batch, METADATA_INPUTS, device=device)
+    counter = FlopCounterMode(display=False)
+    was_training = model.training
+    model.eval()
+    try:
+        with counter, torch.no_grad():
+            model(signal, metadata)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def describe_size(config: ArchConfig, *, macs: bool = False) -> SizeReport:
+    """Params and serialized size (and optionally MACs for a 12 x 4096 input) of ``config``.
+
+    Results are cached by the config's canonical form, so asking again costs nothing.
+    """
+    return _describe_canonical(config.canonical(), macs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _describe_canonical(config: ArchConfig, macs: bool) -> SizeReport:
+    model = meta_model(config)
+    return SizeReport(
+        params=count_params(model),
+        state_dict_bytes=serialized_state_dict_bytes(model),
+        macs=count_macs(model) if macs else None,
+    )
+
+
+def model_size_mb(config: ArchConfig) -> float:
+    """The thesis's "Model Size (MB)": serialized state_dict bytes / 2**20."""
+    return describe_size(config).size_mb

@@ -1,0 +1,72 @@
+"""The ``ecgsearch`` command line: argument parsing only; each command calls one function."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ecgsearch import __version__
+
+app = typer.Typer(
+    help="Multi-objective architecture search for 12-lead ECG classifiers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+arch_app = typer.Typer(
+    help="Named architectures (the thesis's E1-E18) and their sizes.", no_args_is_help=True
+)
+app.add_typer(arch_app, name="arch")
+
+console = Console()
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"ecgsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Multi-objective architecture search for 12-lead ECG classifiers."""
+
+
+@arch_app.command("list")
+def arch_list(as_json: JsonOption = False) -> None:
+    """Table of E1-E18: params, MB, MACs, and the thesis's reported size and metrics."""
+    from ecgsearch.arch_report import arch_rows, arch_table
+
+    rows = arch_rows()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        console.print(arch_table(rows))
+
+
+@arch_app.command("show")
+def arch_show(
+    name: Annotated[str, typer.Argument(help="An experiment name, e.g. E12.")],
+    as_json: JsonOption = False,
+) -> None:
+    """One named architecture: its full config, sizes and the thesis's figures."""
+    from ecgsearch.arch_report import arch_config_table, arch_rows, arch_table
+
+    try:
+        rows = arch_rows([name])
+    except KeyError as exc:
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(code=2) from None
+    if as_json:
+        typer.echo(json.dumps(rows[0], indent=2))
+        return
+    console.print(f"[bold]{rows[0]['name']}[/bold]: {rows[0]['description']}")
+    console.print(arch_table(rows))
+    console.print(arch_config_table(rows[0]["arch"]))

@@ -1,0 +1,60 @@
+"""Shared fixtures. Service fixtures fail (never skip) when the service is missing.
+
+PostgreSQL and Slurm come from ``.ci/services.sh up``, which writes the connection settings to
+/tmp/ci-services.env; ``.ci/run`` starts them before the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SERVICES_ENV_FILE = Path(os.environ.get("ECGSEARCH_SERVICES_ENV", "/tmp/ci-services.env"))
+START_HINT = "start it with `bash .ci/services.sh up` (as root), as .ci/run does"
+
+
+def _services_env() -> dict[str, str]:
+    """Variables exported by the services script, read from its env file."""
+    values: dict[str, str] = {}
+    if not SERVICES_ENV_FILE.exists():
+        return values
+    for line in SERVICES_ENV_FILE.read_text().splitlines():
+        for word in line.removeprefix("export ").split():
+            key, sep, value = word.partition("=")
+            if sep:
+                values[key] = value
+    return values
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """SQLAlchemy URL of the test PostgreSQL (contains a password: never print it)."""
+    url = os.environ.get("OPTUNA_STORAGE_URL") or _services_env().get("OPTUNA_STORAGE_URL")
+    if not url:
+        pytest.fail(f"PostgreSQL is not configured (no OPTUNA_STORAGE_URL): {START_HINT}")
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable ({type(exc.orig).__name__}): {START_HINT}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    """A running single-node Slurm controller and node."""
+    if shutil.which("sbatch") is None:
+        pytest.fail(f"Slurm is not installed: {START_HINT}")
+    probe = subprocess.run(
+        ["timeout", "10", "sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False
+    )
+    if probe.returncode != 0 or not probe.stdout.strip():
+        pytest.fail(f"Slurm is not running (sinfo: {probe.stderr.strip()!r}): {START_HINT}")

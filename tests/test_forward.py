@@ -1,0 +1,61 @@
+"""Forward passes at the lengths real records have, and one training step for E1-E18."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ecgnet.arch import ArchConfig
+from ecgnet.model import ECGResNet
+from ecgnet.thesis import thesis_experiments
+
+
+@pytest.mark.parametrize("samples", [2048, 4096, 7500])
+@pytest.mark.parametrize("name", ["E1", "E11", "E12", "E18"])
+def test_forward_accepts_record_lengths(name: str, samples: int) -> None:
+    torch.manual_seed(0)
+    model = ECGResNet(thesis_experiments()[name].config).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 12, samples), torch.rand(2, 3))
+    assert logits.shape == (2, 17)
+    assert torch.isfinite(logits).all()
+
+
+def test_batch_of_one_in_eval_and_train_mode() -> None:
+    model = ECGResNet(ArchConfig(width_multiplier=0.25))
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 12, 4096), torch.rand(1, 3)).shape == (1, 17)
+
+
+def test_metadata_is_required_only_when_the_branch_exists() -> None:
+    with pytest.raises(ValueError, match="metadata branch"):
+        ECGResNet(ArchConfig()).eval()(torch.randn(1, 12, 1024))
+    no_branch = ECGResNet(ArchConfig(metadata_features=0)).eval()
+    assert no_branch(torch.randn(1, 12, 1024)).shape == (1, 17)
+
+
+def test_metadata_changes_the_output() -> None:
+    torch.manual_seed(0)
+    model = ECGResNet(ArchConfig(width_multiplier=0.25)).eval()
+    signal = torch.randn(1, 12, 2048)
+    with torch.no_grad():
+        a = model(signal, torch.tensor([[0.5, 1.0, 0.0]]))
+        b = model(signal, torch.tensor([[0.8, 0.0, 1.0]]))
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("name", list(thesis_experiments()))
+def test_each_thesis_config_trains_one_step_on_cpu(name: str) -> None:
+    torch.manual_seed(0)
+    model = ECGResNet(thesis_experiments()[name].config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.003, weight_decay=1e-5)
+    signal, metadata = torch.randn(2, 12, 4096), torch.rand(2, 3)
+    targets = torch.randint(0, 2, (2, 17)).float()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(signal, metadata), targets)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))

@@ -1,0 +1,54 @@
+"""Packaging: the data files ship in the wheel; ecgnet stands alone without the search side."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ecgnet_imports_neither_ecgsearch_nor_optuna() -> None:
+    code = (
+        "import sys, ecgnet, ecgnet.model, ecgnet.size, ecgnet.thesis;"
+        "ecgnet.thesis_experiments();"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('ecgsearch', 'optuna')];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+def test_ecgnet_sources_never_mention_the_search_side() -> None:
+    import_line = re.compile(r"^\s*(from|import)\s+(ecgsearch|optuna)\b", re.MULTILINE)
+    offenders = [p.name for p in (ROOT / "ecgnet").rglob("*.py") if import_line.search(p.read_text())]
+    assert offenders == []
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    # Build from a copy so setuptools' build/ folder never lands in the work tree.
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md", "ecgnet", "search"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, source / name)
+    out = tmp_path_factory.mktemp("wheel")
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*pip_wheel, "-w", str(out), str(source)], check=True, capture_output=True)
+    (path,) = out.glob("ecgsearch-*.whl")
+    return zipfile.ZipFile(path)
+
+
+def test_wheel_ships_the_named_architectures_and_both_packages(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    assert "ecgnet/configs/thesis_experiments.toml" in names
+    assert "ecgnet/model.py" in names
+    assert "ecgsearch/cli.py" in names  # the folder search/ installs as ecgsearch
+    assert not any(n.startswith(("search/", "tests/")) for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "ecgsearch = ecgsearch.cli:app" in wheel.read(entry_points).decode()
