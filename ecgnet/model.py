@@ -29,7 +29,6 @@ class SELayer(nn.Module):
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
-        self.avg_pool = nn.AdaptiveAvgPool1d(1)
         self.fc = nn.Sequential(
             nn.Linear(channels, hidden, bias=False),
             nn.ReLU(inplace=True),
@@ -38,7 +37,7 @@ class SELayer(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        gate = self.fc(self.avg_pool(x).flatten(1))
+        gate = self.fc(x.mean(dim=-1))
         return x * gate.unsqueeze(-1)
 
 
@@ -150,9 +149,6 @@ class ECGResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def _init_weights(self) -> None:
-        # Meta-device networks (built only to be measured) have no values to initialise.
-        if self.conv1.weight.is_meta:
-            return
         for module in self.modules():
             if isinstance(module, nn.Conv1d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -21,6 +21,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.serialization import skip_data
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -86,9 +87,39 @@ class _SizeCountingSink(io.RawIOBase):
         self.size = max(self.size, position)
 
 
+class _SkipInitialisation(TorchFunctionMode):
+    """Turns weight initialisers into no-ops: a meta tensor has no values to fill.
+
+    Initialising ~100 meta tensors still runs torch's Python decompositions and would cost
+    more than the rest of the size computation.
+    """
+
+    INITIALISERS = frozenset(
+        {
+            nn.init.kaiming_uniform_,
+            nn.init.kaiming_normal_,
+            nn.init.uniform_,
+            nn.init.normal_,
+            nn.init.constant_,
+            nn.init.zeros_,
+            nn.init.ones_,
+            torch.Tensor.uniform_,
+            torch.Tensor.normal_,
+            torch.Tensor.zero_,
+            torch.Tensor.fill_,
+        }
+    )
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.INITIALISERS:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
 def meta_model(config: ArchConfig) -> ECGResNet:
     """The network with shapes but no storage: building it costs no memory and no init time."""
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipInitialisation():
         return ECGResNet(config)
 
 

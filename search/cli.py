@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,6 +20,8 @@ arch_app = typer.Typer(
     help="Named architectures (the thesis's E1-E18) and their sizes.", no_args_is_help=True
 )
 app.add_typer(arch_app, name="arch")
+data_app = typer.Typer(help="Prepare, inspect and split ECG data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 console = Console()
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
@@ -70,3 +73,30 @@ def arch_show(
     console.print(f"[bold]{rows[0]['name']}[/bold]: {rows[0]['description']}")
     console.print(arch_table(rows))
     console.print(arch_config_table(rows[0]["arch"]))
+
+
+@data_app.command("prepare")
+def data_prepare(
+    sources: Annotated[
+        list[Path], typer.Argument(help="Data directories (searched recursively) or .hea files.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The cache file to write (HDF5).")],
+    workers: Annotated[int, typer.Option(help="Worker processes (0 = one per CPU core).")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Read, check and preprocess records into one cache; resumes an interrupted run."""
+    from ecgsearch.data_commands import prepare
+
+    prepare(sources, out, workers=workers or None, as_json=as_json, console=console)
+
+
+@data_app.command("info")
+def data_info(
+    cache: Annotated[Path, typer.Argument(help="A cache written by `ecgsearch data prepare`.")],
+    class_set: Annotated[str, typer.Option(help="thesis17, thesis17-literal or challenge2021.")] = "thesis17",
+    as_json: JsonOption = False,
+) -> None:
+    """Records per source and per class, and records with no class of the set."""
+    from ecgsearch.data_commands import info
+
+    info(cache, class_set, as_json=as_json, console=console)

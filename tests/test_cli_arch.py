@@ -39,7 +39,8 @@ def test_arch_list_table_fits_80_columns_and_shows_every_row() -> None:
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
     assert "…" not in result.stdout
-    assert any(line.split()[:3] == ["E17", "573,059", "2.242"] for line in lines if line.strip())
+    e17 = describe_size(thesis_experiments()["E17"].config)
+    assert any(line.split()[:3] == ["E17", "573,059", f"{e17.size_mb:.3f}"] for line in lines if line.strip())
     assert sum(1 for line in lines if line.strip().startswith("E")) == 18
 
 

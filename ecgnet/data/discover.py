@@ -1,0 +1,52 @@
+"""Finding records in data directories (searched recursively, as the real downloads are nested)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ecgnet.data.cinc import read_cinc_record
+from ecgnet.data.record import Record, RecordError
+from ecgnet.data.sph import iter_sph_entries, read_sph_record
+
+__all__ = ["RecordSource", "discover_records", "read_record"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordSource:
+    """Where one record lives: a WFDB header, or an SPH .h5 file with its metadata row."""
+
+    kind: str  # "cinc" or "sph"
+    path: str
+    sph_entry: tuple[tuple[str, str], ...] = ()
+
+
+def discover_records(roots: list[Path | str]) -> tuple[list[RecordSource], list[RecordError]]:
+    """Every record under ``roots`` in a stable order, and the problems found while looking.
+
+    A root may be a directory (searched recursively for ``*.hea`` files and SPH
+    ``metadata.csv`` files) or a single ``.hea`` file.
+    """
+    found: list[RecordSource] = []
+    problems: list[RecordError] = []
+    for root in map(Path, roots):
+        if not root.exists():
+            problems.append(RecordError(root, "data path does not exist"))
+            continue
+        headers = [root] if root.is_file() and root.suffix == ".hea" else sorted(root.rglob("*.hea"))
+        found += [RecordSource("cinc", str(p)) for p in headers]
+        for metadata in sorted(root.rglob("metadata.csv")) if root.is_dir() else []:
+            try:
+                found += [
+                    RecordSource("sph", str(path), tuple(entry.items()))
+                    for path, entry in iter_sph_entries(metadata)
+                ]
+            except RecordError as exc:
+                problems.append(exc)
+    return found, problems
+
+
+def read_record(source: RecordSource) -> Record:
+    if source.kind == "cinc":
+        return read_cinc_record(source.path)
+    return read_sph_record(source.path, dict(source.sph_entry))

@@ -1,0 +1,82 @@
+"""`ecgsearch data ...`: progress display and summaries around ecgnet's data functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ecgnet.data.cache import prepare_cache
+from ecgnet.data.cache_reader import ECGCache
+from ecgnet.data.labels import CLASS_SETS
+
+__all__ = ["info", "prepare"]
+
+
+def prepare(sources: list[Path], out: Path, *, workers: int | None, as_json: bool, console: Console) -> None:
+    columns = (TextColumn("preprocessing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=as_json, transient=False) as bar:
+        task = bar.add_task("records", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = prepare_cache(sources, out, workers=workers, progress=on_progress)
+    summary = {
+        "cache": str(report.cache),
+        "records": report.records,
+        "rejected": len(report.rejected),
+        "rejects_file": str(report.rejects_file),
+        "per_source": report.per_source,
+        "resumed_chunks": report.resumed_chunks,
+        "seconds": round(report.seconds, 2),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    if report.resumed_chunks:
+        console.print(f"resumed an interrupted run: {report.resumed_chunks} chunk(s) were already done")
+    for path, reason in report.rejected[:20]:
+        console.print(f"[yellow]rejected[/yellow] {path}: {reason}", highlight=False)
+    if len(report.rejected) > 20:
+        console.print(f"... and {len(report.rejected) - 20} more")
+    console.print(
+        f"{report.records} records cached in {report.cache} ({report.seconds:.1f} s); "
+        f"{len(report.rejected)} rejected, listed in {report.rejects_file}",
+        highlight=False,
+    )
+
+
+def info(cache_path: Path, class_set: str, *, as_json: bool, console: Console) -> None:
+    if class_set not in CLASS_SETS:
+        typer.echo(f"error: unknown class set {class_set!r}; known: {', '.join(CLASS_SETS)}", err=True)
+        raise typer.Exit(2)
+    try:
+        summary = ECGCache(cache_path).info(class_set)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console.print(
+        f"{summary['records']} records, {summary['hours']:.1f} h, class set {summary['class_set']}; "
+        f"{summary['unlabeled']} record(s) have no class of this set",
+        highlight=False,
+    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("class", no_wrap=True)
+    sources = list(summary["per_source"])
+    for source in sources:
+        table.add_column(source, justify="right")
+    table.add_column("total", justify="right")
+    table.add_row("records", *(str(summary["per_source"][s]) for s in sources), str(summary["records"]))
+    for abbreviation, total in summary["per_class"].items():
+        row = [str(summary["per_source_class"][s][abbreviation]) for s in sources]
+        table.add_row(abbreviation, *row, str(total))
+    console.print(table)
