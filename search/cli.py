@@ -100,3 +100,34 @@ def data_info(
     from ecgsearch.data_commands import info
 
     info(cache, class_set, as_json=as_json, console=console)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the records into (one subfolder per source).")],
+    records: Annotated[int, typer.Option(help="How many records in all.")] = 1200,
+    seed: Annotated[int, typer.Option(help="Everything written is a function of the seed.")] = 0,
+) -> None:
+    """Write synthetic 12-lead records in the real CinC (WFDB) and SPH (HDF5) formats."""
+    from ecgnet.data.synth import write_synthetic_dataset
+
+    counts = write_synthetic_dataset(out, records=records, seed=seed)
+    console.print(f"{sum(counts.values())} synthetic records in {out}: {counts}", highlight=False)
+
+
+@data_app.command("split")
+def data_split(
+    cache: Annotated[Path, typer.Argument(help="A cache written by `ecgsearch data prepare`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for train.csv, val.csv, test.csv.")],
+    test: Annotated[
+        str, typer.Option(help="Held-out sources: cpsc (thesis split 1), g12ec, sph, ptb, chapman-ningbo.")
+    ] = "cpsc",
+    folds: Annotated[int, typer.Option(help="Validation folds of the training pool.")] = 5,
+    fold: Annotated[int, typer.Option(help="Which fold validates (0-based).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the stratified fold assignment.")] = 0,
+    class_set: Annotated[str, typer.Option(help="Class set the stratification uses.")] = "thesis17",
+) -> None:
+    """Leave-source-out test set and patient-grouped, label-stratified validation fold."""
+    from ecgsearch.data_commands import split
+
+    split(cache, out, test=test, folds=folds, fold=fold, seed=seed, class_set=class_set, console=console)

@@ -14,8 +14,9 @@ from rich.table import Table
 from ecgnet.data.cache import prepare_cache
 from ecgnet.data.cache_reader import ECGCache
 from ecgnet.data.labels import CLASS_SETS
+from ecgnet.data.splits import make_split, write_split
 
-__all__ = ["info", "prepare"]
+__all__ = ["info", "prepare", "split"]
 
 
 def prepare(sources: list[Path], out: Path, *, workers: int | None, as_json: bool, console: Console) -> None:
@@ -80,3 +81,17 @@ def info(cache_path: Path, class_set: str, *, as_json: bool, console: Console) -
         row = [str(summary["per_source_class"][s][abbreviation]) for s in sources]
         table.add_row(abbreviation, *row, str(total))
     console.print(table)
+
+
+def split(cache_path: Path, out: Path, *, console: Console, **options: object) -> None:
+    try:
+        result = make_split(ECGCache(cache_path), **options)  # type: ignore[arg-type]
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    write_split(result, out)
+    console.print(
+        f"train {len(result.train)}, val {len(result.val)}, test {len(result.test)} records "
+        f"(test sources: {', '.join(result.description['test_sources'])}) written to {out}",
+        highlight=False,
+    )

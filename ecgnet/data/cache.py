@@ -13,10 +13,11 @@ HDF5 files are not crash-safe, so the cache is built in two phases:
 Memory stays bounded: a worker holds one chunk, the assembler one chunk at a time. The result
 is the same whatever the number of workers and however often the run was interrupted.
 
-Layout of the cache (HDF5): ``signals`` (total_samples, 12) float16, contiguous so it can be
-memory-mapped; per record ``offsets``, ``lengths``, ``names``, ``sources``, ``codes``
-(comma-joined raw SNOMED codes), ``patient_ids``, ``paths``, ``ages`` (NaN = unknown),
-``sexes`` (0 unknown, 1 female, 2 male); attributes ``fs`` and ``preprocess`` (JSON).
+Layout of the cache (HDF5): ``signals`` (12, total_samples) float16, contiguous so it can be
+memory-mapped (a window of a record is then 12 runs of consecutive samples); per record
+``offsets``, ``lengths``, ``names``, ``sources``, ``codes`` (comma-joined raw SNOMED codes),
+``patient_ids``, ``paths``, ``ages`` (NaN = unknown), ``sexes`` (0 unknown, 1 female,
+2 male); attributes ``fs`` and ``preprocess`` (JSON).
 Rejected records are listed, file and reason, in ``CACHE.rejects.csv``.
 """
 
@@ -162,7 +163,7 @@ def _preprocess_chunk(job: tuple[list[RecordSource], Path, PreprocessConfig]) ->
         except RecordError as exc:
             rejects.append([exc.path, exc.reason])
             continue
-        signals.append(processed.T.astype(SIGNAL_DTYPE))
+        signals.append(processed.astype(SIGNAL_DTYPE))
         lengths.append(processed.shape[1])
         meta.append(
             {
@@ -176,7 +177,7 @@ def _preprocess_chunk(job: tuple[list[RecordSource], Path, PreprocessConfig]) ->
             }
         )
     payload = {
-        "signals": np.concatenate(signals) if signals else np.zeros((0, 12), SIGNAL_DTYPE),
+        "signals": np.concatenate(signals, axis=1) if signals else np.zeros((12, 0), SIGNAL_DTYPE),
         "lengths": np.asarray(lengths, dtype=np.int64),
         "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
         "rejects": np.frombuffer(json.dumps(rejects).encode(), dtype=np.uint8),
@@ -229,15 +230,19 @@ def _assemble(
         f.attrs["format_version"] = CACHE_FORMAT_VERSION
         f.attrs["fs"] = config.target_fs
         f.attrs["preprocess"] = json.dumps(config.to_dict())
-        signals = f.create_dataset("signals", shape=(total, 12), dtype=SIGNAL_DTYPE, track_times=False)
+        signals = f.create_dataset("signals", shape=(12, total), dtype=SIGNAL_DTYPE, track_times=False)
         position = 0
         for i in range(n_chunks):
             data, _, _ = _load_chunk(_chunk_path(parts, i))
             chunk_signals, lengths = data["signals"], data["lengths"]
+            if all(keep[i]):
+                signals[:, position : position + chunk_signals.shape[1]] = chunk_signals
+                position += chunk_signals.shape[1]
+                continue
             start = 0
             for length, wanted in zip(lengths, keep[i], strict=True):
                 if wanted:
-                    signals[position : position + length] = chunk_signals[start : start + length]
+                    signals[:, position : position + length] = chunk_signals[:, start : start + length]
                     position += int(length)
                 start += int(length)
         string = h5py.string_dtype()

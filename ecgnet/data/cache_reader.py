@@ -79,7 +79,7 @@ class ECGCache:
         """Samples ``start:start+length`` of record ``index`` as (12, n), a view into the map."""
         row_offset, row_length = int(self.table.at[index, "offset"]), int(self.table.at[index, "length"])
         length = row_length - start if length is None else min(length, row_length - start)
-        return self.signals[row_offset + start : row_offset + start + length].T
+        return self.signals[:, row_offset + start : row_offset + start + length]
 
     def metadata(self) -> np.ndarray:
         """(records, 3) float32: [age / 100 (0 when unknown), female, male]."""

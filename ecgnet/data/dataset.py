@@ -1,0 +1,141 @@
+"""Torch datasets over the cache: random training windows and whole records for evaluation.
+
+The loader's job is only slicing and batching: a training item is a raw float16 window sliced
+from the memory-mapped cache. Per-lead min-max scaling runs batch-wise on the training device
+(``minmax_scale``), where it is nearly free on a GPU and vectorised on a CPU.
+
+    >>> data = WindowDataset(cache, names, labels, window=4096, seed=0)
+    >>> signal, metadata, target = data[0]          # (12, 4096) f16, (3,) f32, (classes,) f32
+    >>> for signal, metadata, target in window_loader(data, batch_size=256):
+    ...     batch = minmax_scale(signal.to(device))  # per record and lead, to [0, 1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from ecgnet.data.cache_reader import ECGCache
+
+__all__ = ["RecordDataset", "WindowDataset", "minmax_scale", "window_loader"]
+
+DEFAULT_WINDOW = 4096
+
+
+def minmax_scale(signal: torch.Tensor) -> torch.Tensor:
+    """Scale each lead of each record to [0, 1]; a flat lead becomes all zeros.
+
+    ``signal`` has shape (batch, leads, samples); the result is float32 on the same device.
+    """
+    scaled = signal.to(torch.float32, copy=True)  # never scale the caller's tensor in place
+    low, high = torch.aminmax(scaled, dim=-1, keepdim=True)
+    span = high - low
+    inverse = torch.where(span > 0, 1.0 / span, torch.zeros_like(span))
+    return scaled.sub_(low).mul_(inverse)
+
+
+class _CacheSubset(Dataset):
+    def __init__(self, cache: ECGCache, names: Sequence[str], labels: np.ndarray) -> None:
+        index_of = {name: i for i, name in enumerate(cache.table["name"])}
+        missing = [n for n in names if n not in index_of]
+        if missing:
+            raise KeyError(f"{len(missing)} record(s) not in {cache.path}, e.g. {missing[:3]}")
+        self.cache = cache
+        self.indices = np.asarray([index_of[n] for n in names], dtype=np.int64)
+        self.lengths = cache.table["length"].to_numpy()[self.indices]
+        self.offsets = cache.table["offset"].to_numpy()[self.indices]
+        self.targets = torch.from_numpy(labels[self.indices].astype(np.float32))
+        self.metadata = torch.from_numpy(cache.metadata()[self.indices])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class WindowDataset(_CacheSubset):
+    """Random fixed-length training windows; short records are zero-padded at a random split.
+
+    ``data[i]`` is one item; ``data[[i, j, ...]]`` is a whole batch, sliced straight into one
+    array (see ``window_loader``), which is what makes the loader fast. Crops are a pure
+    function of (seed, epoch, item), so any number of loader workers gives the same batches;
+    call ``set_epoch`` to draw new crops each epoch.
+    """
+
+    def __init__(
+        self,
+        cache: ECGCache,
+        names: Sequence[str],
+        labels: np.ndarray,
+        *,
+        window: int = DEFAULT_WINDOW,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(cache, names, labels)
+        self.window = window
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, item: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if isinstance(item, int | np.integer):
+            signal, metadata, target = self[[int(item)]]
+            return signal[0], metadata[0], target[0]
+        items = np.asarray(item, dtype=np.int64)
+        lengths, offsets = self.lengths[items], self.offsets[items]
+        draws = _uniform(self.seed, self.epoch, items)
+        crop = lengths >= self.window
+        # A long record is cropped at a random start; a short one lands at a random offset.
+        starts = np.where(crop, (draws * (lengths - self.window + 1)).astype(np.int64), 0)
+        pads = np.where(crop, 0, (draws * (self.window - lengths + 1)).astype(np.int64))
+        out = np.zeros((len(items), self.cache.signals.shape[0], self.window), dtype=self.cache.signals.dtype)
+        signals = self.cache.signals
+        for row, (offset, length, start, pad) in enumerate(zip(offsets, lengths, starts, pads, strict=True)):
+            n = min(int(length), self.window)
+            out[row, :, pad : pad + n] = signals[:, offset + start : offset + start + n]
+        return torch.from_numpy(out), self.metadata[items], self.targets[items]
+
+
+def _uniform(seed: int, epoch: int, items: np.ndarray) -> np.ndarray:
+    """Uniform [0, 1) draws, a pure function of (seed, epoch, item): splitmix64, vectorised."""
+    with np.errstate(over="ignore"):
+        x = items.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        x += np.uint64(epoch) * np.uint64(0xBF58476D1CE4E5B9)
+        for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            x = (x ^ (x >> np.uint64(shift))) * np.uint64(multiplier)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def window_loader(
+    data: WindowDataset,
+    *,
+    batch_size: int,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    num_workers: int = 0,
+    generator: torch.Generator | None = None,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader that asks the dataset for whole batches (one array slice per batch)."""
+    sampler = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
+    return DataLoader(
+        data,
+        batch_size=None,
+        sampler=BatchSampler(sampler, batch_size, drop_last),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
+
+
+class RecordDataset(_CacheSubset):
+    """Whole records for evaluation, as (12, length) float16."""
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        length, offset = int(self.lengths[item]), int(self.offsets[item])
+        signal = np.array(self.cache.signals[:, offset : offset + length])
+        return torch.from_numpy(signal), self.metadata[item], self.targets[item]
