@@ -131,3 +131,54 @@ def data_split(
     from ecgsearch.data_commands import split
 
     split(cache, out, test=test, folds=folds, fold=fold, seed=seed, class_set=class_set, console=console)
+
+
+@app.command("train")
+def train_command(
+    arch: Annotated[str, typer.Option(help="E1..E18, a JSON file or inline JSON of architecture fields.")],
+    data: Annotated[Path, typer.Option(help="A cache written by `ecgsearch data prepare`.")],
+    out: Annotated[Path | None, typer.Option(help="Export the model directory here.")] = None,
+    split: Annotated[Path | None, typer.Option(help="A folder from `ecgsearch data split`.")] = None,
+    test: Annotated[str, typer.Option(help="Held-out sources when no --split is given.")] = "cpsc",
+    fold: Annotated[int, typer.Option(help="Validation fold when no --split is given.")] = 0,
+    class_set: Annotated[str, typer.Option(help="thesis17, thesis17-literal or challenge2021.")] = "thesis17",
+    epochs: Annotated[int, typer.Option(help="Training epochs (the thesis: 30).")] = 30,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Budget in optimizer steps instead of epochs.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size (the thesis: 256).")] = 256,
+    window: Annotated[int, typer.Option(help="Training window in samples at 250 Hz.")] = 4096,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.003,
+    seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    seeds: Annotated[int, typer.Option(help="Train this many seeds; report mean and spread.")] = 1,
+    tune_thresholds: Annotated[
+        bool, typer.Option(help="Per-class thresholds maximising validation F1.")
+    ] = False,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="Safety cap on wall-clock seconds per run.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    as_json: JsonOption = False,
+) -> None:
+    """Train one architecture on a cache, score validation and test, export the model."""
+    from ecgnet.runner import DataSpec
+    from ecgnet.train import TrainConfig
+    from ecgsearch.model_commands import resolve_arch, train
+
+    spec = DataSpec(str(data), str(split) if split else None, test=test, fold=fold, class_set=class_set)
+    config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, window=window,
+                         learning_rate=lr, seed=seed, tune_thresholds=tune_thresholds,
+                         max_seconds=max_seconds, device=device)  # fmt: skip
+    train(resolve_arch(arch), spec, config, seeds=seeds, out=out, as_json=as_json, console=console)
+
+
+@app.command("predict")
+def predict_command(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory (from `train --out` or `export`).")],
+    records: Annotated[list[Path], typer.Argument(help="WFDB .hea/.mat or SPH .h5 files.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Class probabilities and labels over threshold for raw records; exit 1 if any failed."""
+    from ecgsearch.model_commands import predict
+
+    raise typer.Exit(predict(model_dir, records, as_json=as_json, console=console))

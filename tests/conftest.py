@@ -58,3 +58,16 @@ def slurm() -> None:
     )
     if probe.returncode != 0 or not probe.stdout.strip():
         pytest.fail(f"Slurm is not running (sinfo: {probe.stderr.strip()!r}): {START_HINT}")
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache_path(tmp_path_factory) -> Path:
+    """600 synthetic records (seed 0) in the real formats, prepared into one cache."""
+    from ecgnet.data.cache import prepare_cache
+    from ecgnet.data.synth import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(root / "records", records=600, seed=0)
+    report = prepare_cache([root / "records"], root / "synthetic.h5", workers=2)
+    assert report.rejected == [] and report.records == 600
+    return root / "synthetic.h5"

@@ -45,7 +45,7 @@ from ecgnet.data.record import SEXES, RecordError
 
 __all__ = ["CACHE_FORMAT_VERSION", "PrepareReport", "prepare_cache"]
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 DEFAULT_CHUNK_RECORDS = 64
 SIGNAL_DTYPE = np.float16
 ProgressCallback = Callable[[int, int], None]

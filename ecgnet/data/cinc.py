@@ -133,15 +133,19 @@ def _parse_sex(value: str | None) -> str | None:
     return None
 
 
-def read_cinc_record(header_path: Path | str) -> Record:
-    """Read one Challenge record from its ``.hea`` path; raises ``RecordError`` when unusable."""
+def read_cinc_record(header_path: Path | str, *, for_training: bool = True) -> Record:
+    """Read one Challenge record from its ``.hea`` path; raises ``RecordError`` when unusable.
+
+    ``for_training=False`` (prediction) also reads records without ``#Dx`` and records whose
+    name follows no Challenge source (their source is then ``"unknown"``).
+    """
     header_path = Path(header_path)
     header = parse_header(header_path)
     dx = header.comments.get("dx")
-    if dx is None:
+    if dx is None and for_training:
         raise RecordError(header_path, "no #Dx line: the record has no labels")
-    codes = unique_codes([c.strip() for c in dx.split(",")])
-    if not codes:
+    codes = unique_codes([c.strip() for c in (dx or "").split(",")])
+    if not codes and for_training:
         raise RecordError(header_path, "#Dx line is empty: the record has no labels")
     signal_path = header_path.with_name(Path(header.signal_file).name)
     if not signal_path.exists():
@@ -158,7 +162,9 @@ def read_cinc_record(header_path: Path | str) -> Record:
     try:
         source = source_of_cinc_record(header.name)
     except ValueError as exc:
-        raise RecordError(header_path, str(exc)) from None
+        if for_training:
+            raise RecordError(header_path, str(exc)) from None
+        source = "unknown"
     return Record(
         name=header.name,
         source=source,

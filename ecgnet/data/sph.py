@@ -21,7 +21,15 @@ import pandas as pd
 
 from ecgnet.data.record import Record, RecordError, check_signal, unique_codes
 
-__all__ = ["SPH_FS", "SPH_PREFIX", "SphEntry", "aha_to_snomed", "iter_sph_entries", "read_sph_record"]
+__all__ = [
+    "SPH_FS",
+    "SPH_PREFIX",
+    "SphEntry",
+    "aha_to_snomed",
+    "iter_sph_entries",
+    "read_sph_record",
+    "read_sph_signal",
+]
 
 SPH_FS = 500.0
 # SPH ids (A00001) would collide in spirit with CPSC's (A0001): prefix them in the cache.
@@ -47,7 +55,7 @@ def map_aha_codes(aha: str) -> tuple[str, ...]:
     return unique_codes(codes)
 
 
-SphEntry = dict  # one metadata.csv row, as read by pandas
+SphEntry = dict[str, str]  # one metadata.csv row, every value a string
 
 
 def iter_sph_entries(metadata_csv: Path) -> Iterator[tuple[Path, SphEntry]]:
@@ -63,18 +71,23 @@ def iter_sph_entries(metadata_csv: Path) -> Iterator[tuple[Path, SphEntry]]:
         yield metadata_csv.with_name(f"{row['ECG_ID']}.h5"), row
 
 
-def read_sph_record(path: Path | str, entry: SphEntry) -> Record:
-    """Read one SPH record given its metadata row; raises ``RecordError`` when unusable."""
-    path = Path(path)
+def read_sph_signal(path: Path) -> np.ndarray:
+    """The raw ``ecg`` dataset of one SPH file, (12, N) in mV."""
     if not path.exists():
         raise RecordError(path, "signal file is missing")
     try:
         with h5py.File(path, "r") as f:
-            raw = f["ecg"][()]
+            return f["ecg"][()]
     except KeyError:
         raise RecordError(path, "HDF5 file has no dataset 'ecg'") from None
     except Exception as exc:
         raise RecordError(path, f"unreadable .h5 file ({type(exc).__name__}: {exc})") from None
+
+
+def read_sph_record(path: Path | str, entry: SphEntry) -> Record:
+    """Read one SPH record given its metadata row; raises ``RecordError`` when unusable."""
+    path = Path(path)
+    raw = read_sph_signal(path)
     try:
         samples = int(entry["N"]) if entry.get("N", "") != "" else None
     except ValueError:

@@ -1,0 +1,97 @@
+"""Prediction on raw files: the same reading and preprocessing as training, then the model.
+
+>>> results = predict_files("models/e12", ["ecg/A0001.hea", "ecg/A00002.h5"])
+>>> results[0].probabilities["AF"], results[0].labels
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ecgnet.data.cinc import read_cinc_record
+from ecgnet.data.dataset import minmax_scale
+from ecgnet.data.preprocess import PreprocessConfig, preprocess
+from ecgnet.data.record import RecordError, check_signal
+from ecgnet.data.sph import SPH_FS, read_sph_signal
+from ecgnet.export import load_model
+
+__all__ = ["Prediction", "predict_files", "read_for_prediction"]
+
+
+@dataclasses.dataclass
+class Prediction:
+    path: str
+    probabilities: dict[str, float] | None = None
+    labels: list[str] | None = None
+    error: str | None = None
+
+
+def _sph_demographics(path: Path) -> tuple[float | None, str | None]:
+    """Age and sex from a metadata.csv beside an SPH file, when there is one."""
+    metadata = path.with_name("metadata.csv")
+    if not metadata.exists():
+        return None, None
+    table = pd.read_csv(metadata, dtype=str, keep_default_na=False)
+    row = table[table.get("ECG_ID", pd.Series(dtype=str)) == path.stem]
+    if row.empty:
+        return None, None
+    try:
+        age = float(row.iloc[0]["Age"])
+    except ValueError:
+        age = math.nan
+    sex = {"F": "female", "M": "male"}.get(row.iloc[0]["Sex"].strip().upper())
+    return (age if math.isfinite(age) else None), sex
+
+
+def read_for_prediction(path: Path | str) -> tuple[np.ndarray, float, float | None, str | None]:
+    """(signal in mV, rate, age, sex) of a WFDB (.hea or .mat) or SPH (.h5) file."""
+    path = Path(path)
+    if path.suffix == ".h5":
+        signal = check_signal(path, read_sph_signal(path), 12, None)
+        return (signal, SPH_FS, *_sph_demographics(path))
+    header = path.with_suffix(".hea")
+    if path.suffix not in (".hea", ".mat"):
+        raise RecordError(path, "unknown file type: expected a WFDB .hea/.mat or an SPH .h5 file")
+    if not header.exists():
+        raise RecordError(header, "header file is missing")
+    record = read_cinc_record(header, for_training=False)
+    return record.signal, record.fs, record.age, record.sex
+
+
+def predict_files(model_dir: Path | str, paths: list[Path | str]) -> list[Prediction]:
+    """Per-file class probabilities and the labels over threshold; a bad file gets an error."""
+    model, info = load_model(model_dir)
+    config = PreprocessConfig(**info["preprocess"])
+    abbreviations = info["classes"]["abbreviations"]
+    thresholds = np.asarray(info["thresholds"])
+    results = []
+    for path in paths:
+        try:
+            signal, fs, age, sex = read_for_prediction(path)
+            processed = preprocess(signal, fs, config)
+        except RecordError as exc:
+            results.append(Prediction(str(path), error=exc.reason))
+            continue
+        except ValueError as exc:
+            results.append(Prediction(str(path), error=f"cannot preprocess: {exc}"))
+            continue
+        metadata = torch.tensor([[0.0 if age is None else age / 100, sex == "female", sex == "male"]])
+        with torch.no_grad():
+            logits = model(minmax_scale(torch.from_numpy(processed)[None]), metadata)
+        probabilities = torch.sigmoid(logits)[0].numpy()
+        results.append(
+            Prediction(
+                str(path),
+                probabilities={a: float(p) for a, p in zip(abbreviations, probabilities, strict=True)},
+                labels=[
+                    a for a, p, t in zip(abbreviations, probabilities, thresholds, strict=True) if p >= t
+                ],
+            )
+        )
+    return results

@@ -1,0 +1,146 @@
+"""One training run from a cache to scored, exportable results: the unit a search trial runs.
+
+Validation scores are for selection; the held-out test sources are evaluated separately and
+reported beside them, never used for any choice (thresholds are tuned on validation only).
+
+    >>> data = load_data(DataSpec(cache="work/ecg.h5", test="cpsc"), window=4096, seed=0)
+    >>> outcome = train_and_evaluate(thesis_config("E12"), data, TrainConfig(epochs=30))
+    >>> outcome.result.val_metrics["micro_auroc"], outcome.test_metrics["micro_auroc"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ecgnet.arch import ArchConfig
+from ecgnet.data.cache_reader import ECGCache
+from ecgnet.data.dataset import RecordDataset, WindowDataset
+from ecgnet.data.labels import DEFAULT_CLASS_SET, ClassSet, class_set
+from ecgnet.data.splits import make_split, read_split
+from ecgnet.export import export_model
+from ecgnet.train import ProgressCallback, TrainConfig, TrainResult, evaluate, train_model
+
+__all__ = [
+    "DataSpec",
+    "LoadedData",
+    "RunOutcome",
+    "export_outcome",
+    "load_data",
+    "summarize_seeds",
+    "train_and_evaluate",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Which cache, split and class set a run uses."""
+
+    cache: str
+    split_dir: str | None = None  # a folder written by `ecgsearch data split`; else computed
+    test: str = "cpsc"
+    folds: int = 5
+    fold: int = 0
+    split_seed: int = 0
+    class_set: str = DEFAULT_CLASS_SET
+    max_train_records: int | None = None  # small budgets (demo, tests) take the first N
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class LoadedData:
+    cache: ECGCache
+    classes: ClassSet
+    train: WindowDataset
+    val: RecordDataset
+    test: RecordDataset
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    result: TrainResult
+    test_metrics: dict[str, Any]
+    seed: int
+
+
+def load_data(spec: DataSpec, *, window: int, seed: int) -> LoadedData:
+    cache = ECGCache(spec.cache)
+    classes = class_set(spec.class_set)
+    if spec.split_dir:
+        names = read_split(spec.split_dir)
+    else:
+        split = make_split(
+            cache,
+            test=spec.test,
+            folds=spec.folds,
+            fold=spec.fold,
+            seed=spec.split_seed,
+            class_set=spec.class_set,
+        )
+        names = {"train": split.train, "val": split.val, "test": split.test}
+    labels = cache.labels(classes)
+    train_names = names["train"][: spec.max_train_records] if spec.max_train_records else names["train"]
+    return LoadedData(
+        cache=cache,
+        classes=classes,
+        train=WindowDataset(cache, train_names, labels, window=window, seed=seed),
+        val=RecordDataset(cache, names["val"], labels),
+        test=RecordDataset(cache, names["test"], labels),
+    )
+
+
+def train_and_evaluate(
+    arch: ArchConfig, data: LoadedData, config: TrainConfig, *, progress: ProgressCallback | None = None
+) -> RunOutcome:
+    """Train on the training subset, select nothing on test, and score test at the end."""
+    if arch.num_classes != len(data.classes):
+        arch = dataclasses.replace(arch, num_classes=len(data.classes))
+    result = train_model(arch, data.train, data.val, data.classes, config, progress=progress)
+    test_metrics = evaluate(result.model, data.test, data.classes, config, thresholds=result.thresholds)
+    return RunOutcome(result=result, test_metrics=test_metrics, seed=config.seed)
+
+
+def summarize_seeds(
+    outcomes: list[RunOutcome], keys: tuple[str, ...] = ("micro_auroc", "macro_auroc")
+) -> dict:
+    """Mean and standard deviation over seeds of validation and test figures."""
+    summary: dict[str, dict[str, float]] = {}
+    for subset in ("val", "test"):
+        for key in keys:
+            values = [(o.result.val_metrics if subset == "val" else o.test_metrics)[key] for o in outcomes]
+            summary[f"{subset}_{key}"] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values,
+            }
+    return summary
+
+
+def export_outcome(
+    outcome: RunOutcome,
+    out_dir: Path | str,
+    data: LoadedData,
+    spec: DataSpec,
+    config: TrainConfig,
+    **extra: Any,
+) -> Path:
+    """Export a run's model with its validation and test metrics and how it was trained."""
+    return export_model(
+        outcome.result.model,
+        out_dir,
+        classes=data.classes,
+        metrics={"validation": outcome.result.val_metrics, "test": outcome.test_metrics},
+        thresholds=outcome.result.thresholds,
+        extra={
+            "training": {**config.to_dict(), "steps": outcome.result.steps,
+                         "seconds": outcome.result.seconds, "device": outcome.result.device,
+                         "cut_by_time_limit": outcome.result.cut_by_time_limit},
+            "history": outcome.result.history,
+            "data": spec.to_dict(),
+            **extra,
+        },
+    )  # fmt: skip

@@ -1,0 +1,100 @@
+"""Metrics against hand-worked values and scikit-learn; the Challenge score's fixed points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, roc_auc_score
+
+from ecgnet.data.labels import class_set
+from ecgnet.metrics import auroc, challenge_score, classification_metrics, tune_thresholds
+
+THESIS = class_set("thesis17")
+CHALLENGE = class_set("challenge2021")
+
+
+def test_auroc_hand_worked_with_ties() -> None:
+    # positives score 0.8, 0.4; negatives 0.4, 0.1: pairs (0.8>0.4, 0.8>0.1, 0.4=0.4 half, 0.4>0.1)
+    assert auroc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1]) == pytest.approx(3.5 / 4)
+    assert np.isnan(auroc([0, 0], [0.1, 0.2]))
+
+
+def test_precision_and_f1_hand_worked() -> None:
+    classes = class_set("thesis17")
+    labels = np.zeros((4, 17), dtype=bool)
+    probabilities = np.zeros((4, 17))
+    labels[[0, 1], 0] = True  # SR positives: records 0, 1
+    probabilities[[0, 2], 0] = 0.9  # predicted SR: 0 (TP), 2 (FP) -> precision 1/2, recall 1/2
+    labels[3, 1] = True  # SB positive: record 3
+    probabilities[3, 1] = 0.7  # TP -> precision 1, recall 1
+    metrics = classification_metrics(labels, probabilities, classes)
+    assert metrics["micro_precision"] == pytest.approx(2 / 3)
+    assert metrics["macro_precision"] == pytest.approx((0.5 + 1.0) / 2)
+    assert metrics["macro_f1"] == pytest.approx((0.5 + 1.0) / 2)
+    assert metrics["classes_without_positives"] == 15
+    assert metrics["per_class"]["SR"] == {
+        "code": "426783006", "positives": 2, "auroc": 0.5, "precision": 0.5, "recall": 0.5
+    }  # fmt: skip
+    assert metrics["per_class"]["AF"]["auroc"] is None
+
+
+def test_metrics_agree_with_scikit_learn_on_random_data() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.random((300, 17)) < 0.15
+    labels[:, 16] = False  # one class without positives is left out of macro averages
+    probabilities = np.clip(labels * 0.3 + rng.random((300, 17)) * 0.7, 0, 1)
+    metrics = classification_metrics(labels, probabilities, THESIS)
+    kept = labels.any(axis=0)
+    predicted = probabilities >= 0.5
+    assert metrics["micro_auroc"] == pytest.approx(
+        roc_auc_score(labels[:, kept], probabilities[:, kept], average="micro")
+    )
+    assert metrics["macro_auroc"] == pytest.approx(
+        roc_auc_score(labels[:, kept], probabilities[:, kept], average="macro")
+    )
+    assert metrics["micro_precision"] == pytest.approx(precision_score(labels, predicted, average="micro"))
+    assert metrics["macro_precision"] == pytest.approx(
+        precision_score(labels[:, kept], predicted[:, kept], average="macro", zero_division=0)
+    )
+    assert metrics["macro_f1"] == pytest.approx(
+        f1_score(labels[:, kept], predicted[:, kept], average="macro", zero_division=0)
+    )
+
+
+@pytest.mark.parametrize("classes", [THESIS, CHALLENGE], ids=lambda c: c.name)
+def test_challenge_score_is_one_for_perfect_and_zero_for_normal_only(classes) -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.random((200, len(classes))) < 0.1
+    assert challenge_score(labels, labels, classes)[0] == pytest.approx(1.0)
+    normal_only = np.zeros_like(labels)
+    normal_only[:, classes.codes.index("426783006")] = True
+    assert challenge_score(labels, normal_only, classes)[0] == pytest.approx(0.0)
+    assert challenge_score(labels, np.zeros_like(labels), classes)[0] < 0  # silence is worse
+
+
+def test_challenge_score_is_official_only_on_the_challenge_classes() -> None:
+    labels = np.eye(26, dtype=bool)
+    assert classification_metrics(labels, labels * 1.0, CHALLENGE)["challenge_score_kind"] == "official"
+    assert classification_metrics(labels[:17, :17], labels[:17, :17] * 1.0, THESIS)[
+        "challenge_score_kind"
+    ] == ("challenge-style")
+
+
+def test_challenge_score_hand_worked_partial_credit() -> None:
+    # One record labelled AF, predicted AFL: weights.csv gives AF/AFL a reward of 0.5.
+    labels = np.zeros((1, 26), dtype=bool)
+    outputs = np.zeros((1, 26), dtype=bool)
+    af, afl = CHALLENGE.codes.index("164889003"), CHALLENGE.codes.index("164890007")
+    sr = CHALLENGE.codes.index("426783006")
+    labels[0, af] = outputs[0, afl] = True
+    # observed: A[af, afl] = 1/2 -> 0.5 * 0.5; correct: 1 * 1; inactive: A[af, sr] = 1/2 -> w(af, sr) / 2
+    w_af_sr = 0.25  # weights.csv, row AF, column sinus rhythm
+    expected = (0.25 - w_af_sr / 2) / (1.0 - w_af_sr / 2)
+    assert challenge_score(labels, outputs, CHALLENGE)[0] == pytest.approx(expected) == pytest.approx(1 / 7)
+    assert sr != af
+
+
+def test_thresholds_are_tuned_to_the_best_f1() -> None:
+    labels = np.array([[1, 0], [1, 0], [0, 0], [0, 0]], dtype=bool)
+    probabilities = np.array([[0.3, 0.1], [0.35, 0.2], [0.2, 0.3], [0.1, 0.4]])
+    assert tune_thresholds(labels, probabilities, default=0.5) == [0.3, 0.5]
