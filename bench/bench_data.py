@@ -129,12 +129,8 @@ def peak_rss_child(roots: list[str], cache: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--records", type=int, default=2000, help="records for throughput and the small RSS run"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=2000, help="records for throughput and the small RSS run")
     parser.add_argument("--big", type=int, default=20000, help="records for the large RSS run")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per loader measurement")
     args = parser.parse_args()

@@ -170,9 +170,7 @@ def size_timing_ms(name: str, repeats: int = 30) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--names", nargs="+", default=list(DEFAULT_NAMES), choices=list(PLAIN))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
@@ -213,9 +211,7 @@ def main() -> None:
             f"{ours['peak_rss_mb']:>16.0f} {plain['peak_rss_mb']:>6.0f}"
         )
     uncached, cached = size_timing_ms("E1")
-    print(
-        f"\nE1 size (params + serialized bytes): {uncached:.1f} ms uncached, {cached:.3f} ms cached (median)"
-    )
+    print(f"\nE1 size (params + serialized bytes): {uncached:.1f} ms uncached, {cached:.3f} ms cached (median)")
 
 
 if __name__ == "__main__":

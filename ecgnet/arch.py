@@ -149,8 +149,7 @@ class ArchConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ArchConfigError(
-                f"unknown architecture field(s) {', '.join(unknown)}; "
-                f"known fields: {', '.join(sorted(known))}"
+                f"unknown architecture field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
             )
         return cls(**dict(data))
 

@@ -56,9 +56,7 @@ def classification_metrics(
     """Micro/macro AUROC and precision, macro F1, per-class figures and the Challenge score."""
     labels = np.asarray(labels, dtype=bool)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    predicted = probabilities >= np.broadcast_to(
-        np.asarray(thresholds, dtype=np.float64), probabilities.shape[1:]
-    )
+    predicted = probabilities >= np.broadcast_to(np.asarray(thresholds, dtype=np.float64), probabilities.shape[1:])
     has_positives = labels.any(axis=0)
     per_class_auroc = np.array([auroc(labels[:, k], probabilities[:, k]) for k in range(labels.shape[1])])
     precision, recall, f1 = _precision_recall_f1(labels, predicted)
@@ -66,9 +64,7 @@ def classification_metrics(
     score, official = challenge_score(labels, predicted, classes)
     return {
         "micro_auroc": auroc(labels[:, has_positives], probabilities[:, has_positives]),
-        "macro_auroc": float(np.nanmean(per_class_auroc[has_positives]))
-        if has_positives.any()
-        else float("nan"),
+        "macro_auroc": float(np.nanmean(per_class_auroc[has_positives])) if has_positives.any() else float("nan"),
         "micro_precision": float(micro_tp / predicted.sum()) if predicted.any() else 0.0,
         "macro_precision": float(precision[has_positives].mean()) if has_positives.any() else float("nan"),
         "macro_f1": float(f1[has_positives].mean()) if has_positives.any() else float("nan"),

@@ -58,15 +58,11 @@ class DepthwiseSeparableConv1d(nn.Sequential):
         self.pointwise = nn.Conv1d(in_channels, out_channels, 1, bias=False)
 
 
-def block_conv(
-    in_channels: int, out_channels: int, kernel_size: int, stride: int, conv_type: str
-) -> nn.Module:
+def block_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int, conv_type: str) -> nn.Module:
     """The convolution a residual block uses, of the config's type."""
     if conv_type == "depthwise_separable":
         return DepthwiseSeparableConv1d(in_channels, out_channels, kernel_size, stride)
-    return nn.Conv1d(
-        in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
-    )
+    return nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
 
 
 class BasicBlock(nn.Module):

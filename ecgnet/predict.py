@@ -89,9 +89,7 @@ def predict_files(model_dir: Path | str, paths: list[Path | str]) -> list[Predic
             Prediction(
                 str(path),
                 probabilities={a: float(p) for a, p in zip(abbreviations, probabilities, strict=True)},
-                labels=[
-                    a for a, p, t in zip(abbreviations, probabilities, thresholds, strict=True) if p >= t
-                ],
+                labels=[a for a, p, t in zip(abbreviations, probabilities, thresholds, strict=True) if p >= t],
             )
         )
     return results

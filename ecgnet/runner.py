@@ -104,9 +104,7 @@ def train_and_evaluate(
     return RunOutcome(result=result, test_metrics=test_metrics, seed=config.seed)
 
 
-def summarize_seeds(
-    outcomes: list[RunOutcome], keys: tuple[str, ...] = ("micro_auroc", "macro_auroc")
-) -> dict:
+def summarize_seeds(outcomes: list[RunOutcome], keys: tuple[str, ...] = ("micro_auroc", "macro_auroc")) -> dict:
     """Mean and standard deviation over seeds of validation and test figures."""
     summary: dict[str, dict[str, float]] = {}
     for subset in ("val", "test"):

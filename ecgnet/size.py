@@ -132,8 +132,7 @@ def serialized_state_dict_bytes(model: nn.Module) -> int:
     """
     source = model.state_dict()
     stand_in: OrderedDict[str, torch.Tensor] = OrderedDict(
-        (key, torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu"))
-        for key, t in source.items()
+        (key, torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")) for key, t in source.items()
     )
     # The per-module version metadata is pickled too and must be kept for an exact count.
     stand_in._metadata = getattr(source, "_metadata", None)  # type: ignore[attr-defined]

@@ -104,9 +104,7 @@ def train_model(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = ECGResNet(arch).to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     use_amp = config.amp and device.type == "cuda"
     # float16 autocast needs loss scaling; bfloat16 (where the GPU has it) does not.
@@ -204,9 +202,7 @@ def predict_probabilities(
         batch.clear()
 
     for i in order:
-        if batch and (
-            data.lengths[i] != data.lengths[batch[0]] or (len(batch) + 1) * data.lengths[i] > max_samples
-        ):
+        if batch and (data.lengths[i] != data.lengths[batch[0]] or (len(batch) + 1) * data.lengths[i] > max_samples):
             flush()
         batch.append(int(i))
     if batch:

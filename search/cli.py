@@ -16,12 +16,19 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-arch_app = typer.Typer(
-    help="Named architectures (the thesis's E1-E18) and their sizes.", no_args_is_help=True
-)
+arch_app = typer.Typer(help="Named architectures (the thesis's E1-E18) and their sizes.", no_args_is_help=True)
 app.add_typer(arch_app, name="arch")
 data_app = typer.Typer(help="Prepare, inspect and split ECG data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+from ecgsearch import cli_study  # noqa: E402 - the study commands live in their own module
+
+app.command("run")(cli_study.run_command)
+app.command("worker")(cli_study.worker_command)
+app.command("enqueue-thesis")(cli_study.enqueue_command)
+app.command("pareto")(cli_study.pareto_command)
+app.command("export")(cli_study.export_command)
+app.command("dashboard")(cli_study.dashboard_command)
 
 console = Console()
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
@@ -77,9 +84,7 @@ def arch_show(
 
 @data_app.command("prepare")
 def data_prepare(
-    sources: Annotated[
-        list[Path], typer.Argument(help="Data directories (searched recursively) or .hea files.")
-    ],
+    sources: Annotated[list[Path], typer.Argument(help="Data directories (searched recursively) or .hea files.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The cache file to write (HDF5).")],
     workers: Annotated[int, typer.Option(help="Worker processes (0 = one per CPU core).")] = 0,
     as_json: JsonOption = False,
@@ -143,20 +148,14 @@ def train_command(
     fold: Annotated[int, typer.Option(help="Validation fold when no --split is given.")] = 0,
     class_set: Annotated[str, typer.Option(help="thesis17, thesis17-literal or challenge2021.")] = "thesis17",
     epochs: Annotated[int, typer.Option(help="Training epochs (the thesis: 30).")] = 30,
-    max_steps: Annotated[
-        int | None, typer.Option(help="Budget in optimizer steps instead of epochs.")
-    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Budget in optimizer steps instead of epochs.")] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size (the thesis: 256).")] = 256,
     window: Annotated[int, typer.Option(help="Training window in samples at 250 Hz.")] = 4096,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.003,
     seed: Annotated[int, typer.Option(help="First seed.")] = 0,
     seeds: Annotated[int, typer.Option(help="Train this many seeds; report mean and spread.")] = 1,
-    tune_thresholds: Annotated[
-        bool, typer.Option(help="Per-class thresholds maximising validation F1.")
-    ] = False,
-    max_seconds: Annotated[
-        float | None, typer.Option(help="Safety cap on wall-clock seconds per run.")
-    ] = None,
+    tune_thresholds: Annotated[bool, typer.Option(help="Per-class thresholds maximising validation F1.")] = False,
+    max_seconds: Annotated[float | None, typer.Option(help="Safety cap on wall-clock seconds per run.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     as_json: JsonOption = False,
 ) -> None:

@@ -116,9 +116,7 @@ def predict(model_dir: Path, records: list[Path], *, as_json: bool, console: Con
             table.add_column(f"top {TOP_CLASSES} probabilities")
             for r in ok:
                 top = sorted(r.probabilities.items(), key=lambda item: -item[1])[:TOP_CLASSES]
-                table.add_row(
-                    Path(r.path).name, " ".join(r.labels) or "-", "  ".join(f"{c} {p:.2f}" for c, p in top)
-                )
+                table.add_row(Path(r.path).name, " ".join(r.labels) or "-", "  ".join(f"{c} {p:.2f}" for c, p in top))
             console.print(table)
         for r in failed:
             typer.echo(f"error: {r.path}: {r.error}", err=True)

@@ -53,9 +53,7 @@ def slurm() -> None:
     """A running single-node Slurm controller and node."""
     if shutil.which("sbatch") is None:
         pytest.fail(f"Slurm is not installed: {START_HINT}")
-    probe = subprocess.run(
-        ["timeout", "10", "sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False
-    )
+    probe = subprocess.run(["timeout", "10", "sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False)
     if probe.returncode != 0 or not probe.stdout.strip():
         pytest.fail(f"Slurm is not running (sinfo: {probe.stderr.strip()!r}): {START_HINT}")
 

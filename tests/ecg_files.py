@@ -53,8 +53,7 @@ def write_sph(dest: Path, rows: list[dict[str, object]], signals: dict[str, np.n
     dest.mkdir(parents=True, exist_ok=True)
     header = "ECG_ID,AHA_Code,Patient_ID,Age,Sex,N,Date"
     lines = [header] + [
-        ",".join(str(row[k]) for k in ("ECG_ID", "AHA_Code", "Patient_ID", "Age", "Sex", "N", "Date"))
-        for row in rows
+        ",".join(str(row[k]) for k in ("ECG_ID", "AHA_Code", "Patient_ID", "Age", "Sex", "N", "Date")) for row in rows
     ]
     (dest / "metadata.csv").write_text("\n".join(lines) + "\n")
     for ecg_id, signal in signals.items():

@@ -223,7 +223,5 @@ def test_cli_prepare_and_info(tmp_path: Path) -> None:
     assert json.loads(info.stdout)["per_class"]["SR"] == 1
     table = subprocess.run([script, "data", "info", str(cache)], capture_output=True, text=True)
     assert "records" in table.stdout and "PTB-XL" in table.stdout
-    missing = subprocess.run(
-        [script, "data", "info", str(tmp_path / "nope.h5")], capture_output=True, text=True
-    )
+    missing = subprocess.run([script, "data", "info", str(tmp_path / "nope.h5")], capture_output=True, text=True)
     assert missing.returncode == 2 and "nope.h5: no such cache" in missing.stderr

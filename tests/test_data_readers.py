@@ -48,9 +48,7 @@ def test_gain_converts_to_millivolts() -> None:
 
 
 def test_ptbxl_lowercase_mv_units_are_millivolts() -> None:
-    np.testing.assert_allclose(
-        read_cinc_record(CINC / "HR06000.hea").signal, real_signal("HR06000") / 1000, rtol=1e-6
-    )
+    np.testing.assert_allclose(read_cinc_record(CINC / "HR06000.hea").signal, real_signal("HR06000") / 1000, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -75,9 +73,7 @@ def test_gain_field_variants(tmp_path: Path, gain: str) -> None:
 
 def test_gain_baseline_in_parentheses_is_subtracted(tmp_path: Path) -> None:
     header = write_cinc(tmp_path, "HR00001", real_signal(), gain="500(10)/mV")
-    np.testing.assert_allclose(
-        read_cinc_record(header).signal, (real_signal() - 10) / 500, rtol=1e-5, atol=1e-7
-    )
+    np.testing.assert_allclose(read_cinc_record(header).signal, (real_signal() - 10) / 500, rtol=1e-5, atol=1e-7)
 
 
 def test_crlf_header_and_16x1_format(tmp_path: Path) -> None:

@@ -30,9 +30,7 @@ def test_synthetic_records_are_deterministic_from_the_seed(tmp_path: Path) -> No
     write_synthetic_dataset(tmp_path / "c", records=12, seed=8)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert len(files) > 12
-    _, mismatch, errors = filecmp.cmpfiles(
-        tmp_path / "a", tmp_path / "b", [str(f) for f in files], shallow=False
-    )
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", [str(f) for f in files], shallow=False)
     assert mismatch == [] and errors == []
     _, mismatch, _ = filecmp.cmpfiles(tmp_path / "a", tmp_path / "c", [str(f) for f in files], shallow=False)
     assert mismatch
@@ -171,9 +169,7 @@ def test_batched_windows_equal_single_items_and_do_not_depend_on_workers(synth_c
         assert torch.equal(batch_meta[row], meta) and torch.equal(batch_target[row], target)
 
     def epoch_batches(workers: int) -> list[torch.Tensor]:
-        loader = window_loader(
-            data, batch_size=8, num_workers=workers, generator=torch.Generator().manual_seed(0)
-        )
+        loader = window_loader(data, batch_size=8, num_workers=workers, generator=torch.Generator().manual_seed(0))
         return [signal for signal, _, _ in loader]
 
     serial, parallel = epoch_batches(0), epoch_batches(2)

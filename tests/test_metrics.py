@@ -75,9 +75,9 @@ def test_challenge_score_is_one_for_perfect_and_zero_for_normal_only(classes) ->
 def test_challenge_score_is_official_only_on_the_challenge_classes() -> None:
     labels = np.eye(26, dtype=bool)
     assert classification_metrics(labels, labels * 1.0, CHALLENGE)["challenge_score_kind"] == "official"
-    assert classification_metrics(labels[:17, :17], labels[:17, :17] * 1.0, THESIS)[
-        "challenge_score_kind"
-    ] == ("challenge-style")
+    assert classification_metrics(labels[:17, :17], labels[:17, :17] * 1.0, THESIS)["challenge_score_kind"] == (
+        "challenge-style"
+    )
 
 
 def test_challenge_score_hand_worked_partial_credit() -> None:

@@ -57,9 +57,7 @@ def test_two_cpu_runs_with_one_seed_give_identical_metrics(synthetic_cache_path:
     runs = [train_and_evaluate(SMALL, load_data(spec, window=1024, seed=0), QUICK) for _ in range(2)]
     assert runs[0].result.val_metrics == runs[1].result.val_metrics
     assert runs[0].result.history[-1]["train_loss"] == runs[1].result.history[-1]["train_loss"]
-    other = train_and_evaluate(
-        SMALL, load_data(spec, window=1024, seed=0), dataclasses.replace(QUICK, seed=1)
-    )
+    other = train_and_evaluate(SMALL, load_data(spec, window=1024, seed=0), dataclasses.replace(QUICK, seed=1))
     assert other.result.history[-1]["train_loss"] != runs[0].result.history[-1]["train_loss"]
 
 

@@ -124,9 +124,7 @@ def prepare_cache(
     return PrepareReport(cache, records, rejected, per_source, resumed, time.perf_counter() - start)
 
 
-def _open_parts(
-    cache: Path, sources: list[RecordSource], config: PreprocessConfig, chunk_records: int
-) -> Path:
+def _open_parts(cache: Path, sources: list[RecordSource], config: PreprocessConfig, chunk_records: int) -> Path:
     """The parts folder for these inputs, emptied first if it holds parts of other inputs."""
     parts = parts_dir(cache)
     digest = hashlib.sha256()
@@ -212,9 +210,7 @@ def _assemble(
         flags = []
         for m, length in zip(meta, lengths, strict=True):
             if m["name"] in seen:
-                rejected.append(
-                    (m["path"], f"duplicate record name {m['name']} (first read from {seen[m['name']]})")
-                )
+                rejected.append((m["path"], f"duplicate record name {m['name']} (first read from {seen[m['name']]})"))
                 flags.append(False)
                 continue
             seen[m["name"]] = m["path"]

@@ -35,8 +35,7 @@ class ECGCache:
                 version = int(f.attrs.get("format_version", -1))
                 if version != CACHE_FORMAT_VERSION:
                     raise ValueError(
-                        f"{self.path}: cache format {version}, expected {CACHE_FORMAT_VERSION}; "
-                        "prepare it again"
+                        f"{self.path}: cache format {version}, expected {CACHE_FORMAT_VERSION}; prepare it again"
                     )
                 self.fs = float(f.attrs["fs"])
                 self.preprocess = json.loads(f.attrs["preprocess"])
@@ -91,9 +90,7 @@ class ECGCache:
         """Counts per source and per class, and records with no class of the set."""
         classes = class_set(classes) if isinstance(classes, str) else classes
         labels = self.labels(classes)
-        per_class = (
-            pd.DataFrame(labels, columns=list(classes.abbreviations)).groupby(self.table["source"]).sum()
-        )
+        per_class = pd.DataFrame(labels, columns=list(classes.abbreviations)).groupby(self.table["source"]).sum()
         return {
             "records": len(self),
             "hours": float(self.table["length"].sum() / self.fs / 3600),

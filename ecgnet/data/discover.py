@@ -38,8 +38,7 @@ def discover_records(roots: list[Path | str]) -> tuple[list[RecordSource], list[
         for metadata in sorted(root.rglob("metadata.csv")) if root.is_dir() else []:
             try:
                 found += [
-                    RecordSource("sph", str(path), tuple(entry.items()))
-                    for path, entry in iter_sph_entries(metadata)
+                    RecordSource("sph", str(path), tuple(entry.items())) for path, entry in iter_sph_entries(metadata)
                 ]
             except RecordError as exc:
                 problems.append(exc)

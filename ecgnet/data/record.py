@@ -64,9 +64,7 @@ def check_signal(path: Path | str, signal: np.ndarray, leads: int, samples: int 
     if signal.shape[1] == 0:
         raise RecordError(path, "signal has zero samples")
     if samples is not None and signal.shape[1] != samples:
-        raise RecordError(
-            path, f"header declares {samples} samples but the signal file has {signal.shape[1]}"
-        )
+        raise RecordError(path, f"header declares {samples} samples but the signal file has {signal.shape[1]}")
     signal = np.asarray(signal, dtype=np.float32)
     if not np.isfinite(signal).all():
         raise RecordError(path, "signal contains NaN or infinite values")

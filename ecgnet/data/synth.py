@@ -154,9 +154,7 @@ def _sinusoids(
     """A sum of ``count`` sinusoids of random amplitude, frequency and phase."""
     waves = np.zeros_like(t)
     for _ in range(count):
-        waves += rng.uniform(*amplitude) * np.sin(
-            2 * math.pi * rng.uniform(*hz) * t + rng.uniform(0, 2 * math.pi)
-        )
+        waves += rng.uniform(*amplitude) * np.sin(2 * math.pi * rng.uniform(*hz) * t + rng.uniform(0, 2 * math.pi))
     return waves
 
 

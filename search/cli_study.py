@@ -1,0 +1,134 @@
+"""Argument parsing of the study commands (run, worker, enqueue-thesis, pareto, export, dashboard)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ecgsearch.run_commands import StudyOptions
+from ecgsearch.workspace import DEFAULT_WORKSPACE
+
+__all__ = ["dashboard_command", "enqueue_command", "export_command", "pareto_command", "run_command",
+           "worker_command"]  # fmt: skip
+
+console = Console()
+
+Workspace = Annotated[Path, typer.Option(help="Folder for the SQLite study, artifacts and prepared data.")]
+Storage = Annotated[
+    str | None,
+    typer.Option(help="Storage URL, e.g. postgresql+psycopg2://user@host/db (default: $ECGSEARCH_STORAGE, "
+                 "else SQLite in the workspace). Passwords: in $ECGSEARCH_STORAGE, PGPASSWORD or ~/.pgpass."),
+]  # fmt: skip
+StudyDef = Annotated[str, typer.Option(help="A study definition: a .toml file or a shipped name (demo, thesis).")]
+StudyName = Annotated[str | None, typer.Option(help="Study name (default: the definition's name).")]
+Data = Annotated[str | None, typer.Option(help="A prepared data cache (overrides the definition's data).")]
+Seed = Annotated[int, typer.Option(help="Seed; each worker derives its own sampler seed from it.")]
+Trials = Annotated[int | None, typer.Option(help="The study's total trial count (default: the definition's).")]
+Sampler = Annotated[str | None, typer.Option(help="tpe (default), nsga2, gp or random.")]
+MaxMb = Annotated[float | None, typer.Option(help="Size budget in MB: larger trials are infeasible, never trained.")]
+Thesis = Annotated[bool, typer.Option("--thesis/--no-thesis", help="Enqueue E1-E18 as fixed trials.")]
+
+
+def _options(workspace: Path, storage: str | None, study_def: str, study_name: str | None, data: str | None,
+             seed: int) -> StudyOptions:  # fmt: skip
+    return StudyOptions(workspace, storage, study_def, study_name, data, seed)
+
+
+def run_command(
+    trials: Trials = None,
+    study_def: StudyDef = "demo",
+    study_name: StudyName = None,
+    sampler: Sampler = None,
+    data: Data = None,
+    seed: Seed = 0,
+    max_mb: MaxMb = None,
+    thesis: Thesis = True,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    storage: Storage = None,
+) -> None:
+    """Create or resume a study and run its trials in this process, with a live display."""
+    from ecgsearch.run_commands import run
+
+    run(_options(workspace, storage, study_def, study_name, data, seed), trials=trials, sampler=sampler,
+        max_mb=max_mb, thesis=thesis, console=console)  # fmt: skip
+
+
+def worker_command(
+    trials: Trials = None,
+    study_def: StudyDef = "demo",
+    study_name: StudyName = None,
+    sampler: Sampler = None,
+    data: Data = None,
+    seed: Seed = 0,
+    max_mb: MaxMb = None,
+    thesis: Thesis = True,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    storage: Storage = None,
+) -> None:
+    """One worker of a shared study (what a Slurm job runs): trials until the study is full."""
+    from ecgsearch.run_commands import run
+
+    run(_options(workspace, storage, study_def, study_name, data, seed), trials=trials, sampler=sampler,
+        max_mb=max_mb, thesis=thesis, console=Console(force_terminal=False))  # fmt: skip
+
+
+def enqueue_command(
+    study_def: StudyDef = "demo",
+    study_name: StudyName = None,
+    data: Data = None,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    storage: Storage = None,
+) -> None:
+    """Enqueue the definition's fixed thesis trials (E1-E18) that the study does not have yet."""
+    from ecgsearch.run_commands import enqueue
+
+    enqueue(_options(workspace, storage, study_def, study_name, data, 0), console=console)
+
+
+def pareto_command(
+    study_name: Annotated[str, typer.Option(help="The study to read.")] = "demo",
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    storage: Storage = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """The Pareto front: trial, E-name, validation and test AUROC, MB, params, MACs."""
+    from ecgsearch.result_commands import pareto
+
+    pareto(workspace, storage, study_name, as_json=as_json, console=console)
+
+
+def export_command(
+    out: Annotated[Path, typer.Option(help="Model directory to write.")],
+    trial: Annotated[int | None, typer.Option(help="Export this trial.")] = None,
+    best: Annotated[bool, typer.Option(help="Export the best validation AUROC among feasible trials.")] = False,
+    max_mb: Annotated[float | None, typer.Option(help="With --best: only trials up to this size.")] = None,
+    retrain: Annotated[bool, typer.Option(help="Retrain the architecture at the study's budget first.")] = False,
+    seeds: Annotated[int, typer.Option(help="With --retrain: seeds to train; the best by validation is kept.")] = 1,
+    epochs: Annotated[int | None, typer.Option(help="With --retrain: epochs instead of the study's.")] = None,
+    study_name: Annotated[str, typer.Option(help="The study to read.")] = "demo",
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    storage: Storage = None,
+) -> None:
+    """Write a trial's model directory (model.pt, model.onnx, model.json)."""
+    from ecgsearch.result_commands import export
+
+    if (trial is None) == (not best):
+        raise typer.BadParameter("give exactly one of --trial N or --best")
+    export(workspace, storage, study_name, out, trial=trial, max_mb=max_mb, retrain=retrain, seeds=seeds,
+           epochs=epochs, console=console)  # fmt: skip
+
+
+def dashboard_command(
+    study_name: Annotated[str, typer.Option(help="Study whose artifact directory to serve.")] = "demo",
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    storage: Storage = None,
+) -> None:
+    """Serve optuna-dashboard on the study's storage, with its trial artifacts."""
+    from ecgsearch.result_commands import dashboard
+
+    dashboard(workspace, storage, study_name, host=host, port=port, console=console)

@@ -1,0 +1,182 @@
+"""What one trial does: size first, budget check, duplicate check, train, record, upload.
+
+Size is known before training, so a trial over ``--max-mb`` is marked infeasible with
+``Trial.set_constraint`` and never trained (it reports chance-level AUROC, 0.5, which the
+samplers ignore for infeasible trials). A trial whose network and training equal a finished
+trial's takes that trial's values and records which trial it repeats; one equal to a trial
+still RUNNING waits for it (the lower trial number trains), never trains in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ecgnet.runner import DataSpec, LoadedData, export_outcome, train_and_evaluate
+from ecgnet.size import describe_size
+from ecgsearch.study import THESIS_ATTR, SearchContext
+
+__all__ = ["TrialObjective", "config_key"]
+
+EventCallback = Callable[[dict[str, Any]], None]
+# What an untrained (infeasible) trial reports: chance level, ignored by the samplers.
+UNTRAINED = {"val_micro_auroc": 0.5, "val_macro_auroc": 0.5, "val_challenge_score": 0.0, "val_macro_f1": 0.0}
+RESULT_ATTRS = (
+    "micro_auroc",
+    "macro_auroc",
+    "micro_precision",
+    "macro_precision",
+    "macro_f1",
+    "challenge_score",
+)
+DUPLICATE_POLL_SECONDS = 2.0
+ARTIFACT_ATTRS = {"model.pt": "artifact_model_pt", "model.json": "artifact_model_json"}
+
+
+def config_key(arch_dict: dict[str, Any], training: dict[str, Any], data: dict[str, Any]) -> str:
+    """Identity of what a trial computes: canonical network + training + data settings."""
+    text = json.dumps({"arch": arch_dict, "training": training, "data": data}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+class TrialObjective:
+    """The objective function of the study (callable with an ``optuna.Trial``)."""
+
+    def __init__(
+        self,
+        context: SearchContext,
+        data: LoadedData,
+        data_spec: DataSpec,
+        *,
+        max_mb: float | None = None,
+        on_event: EventCallback | None = None,
+        before_trial: Callable[[], None] | None = None,
+    ) -> None:
+        self.context = context
+        self.data = data
+        self.data_spec = data_spec
+        self.max_mb = max_mb
+        self.on_event = on_event or (lambda event: None)
+        self.before_trial = before_trial or (lambda: None)
+        self.artifact_store = optuna.artifacts.FileSystemArtifactStore(str(context.workspace.artifacts))
+        self.current_trial: int | None = None
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        self.before_trial()
+        self.current_trial = trial.number
+        try:
+            return self._run(trial)
+        except BaseException as exc:
+            # KeyboardInterrupt covers the worker's SIGTERM: the trial fails and is retried.
+            reason = "worker terminated (SIGTERM)" if isinstance(exc, KeyboardInterrupt) else repr(exc)
+            trial.set_user_attr("fail_reason", reason[:500])
+            self.on_event({"event": "trial_end", "trial": trial.number, "outcome": f"FAIL: {reason[:200]}"})
+            raise
+
+    def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
+        definition = self.context.definition
+        params = definition.space.suggest(trial)
+        arch = definition.space.arch_of(params, num_classes=len(self.data.classes)).canonical()
+        size = describe_size(arch, macs=True)
+        figures = {"size_mb": size.size_mb, "params": float(size.params), "macs": float(size.macs)}
+        trial.set_user_attr("size_mb", size.size_mb)
+        trial.set_user_attr("params_count", size.params)
+        trial.set_user_attr("macs", size.macs)
+        key = config_key(arch.to_dict(), definition.training.to_dict(), self.data_spec.to_dict())
+        trial.set_user_attr("config_key", key)
+        event = {"trial": trial.number, "thesis": trial.user_attrs.get(THESIS_ATTR), "size_mb": size.size_mb}
+        self.on_event({"event": "trial_start", **event, "arch": arch.to_dict()})
+
+        if self.max_mb is not None:
+            trial.set_constraint("max_mb", size.size_mb - self.max_mb)
+            if size.size_mb > self.max_mb:
+                trial.set_user_attr("trained", False)
+                trial.set_user_attr("infeasible", f"{size.size_mb:.3f} MB is over the budget of {self.max_mb} MB")
+                self.on_event({"event": "trial_end", **event, "outcome": "infeasible"})
+                return self._values({**figures, **UNTRAINED})
+
+        repeated = self._wait_for_duplicate(trial, key)
+        if repeated is not None:
+            for name, value in repeated.user_attrs.items():
+                if name.startswith(("val_", "test_", "artifact_")) or name == "history":
+                    trial.set_user_attr(name, value)
+            trial.set_user_attr("repeats_trial", repeated.number)
+            trial.set_user_attr("trained", False)
+            self.on_event({"event": "trial_end", **event, "outcome": f"repeats trial {repeated.number}"})
+            return tuple(repeated.values)
+
+        outcome = self._train(trial, arch)
+        val, test = outcome.result.val_metrics, outcome.test_metrics
+        for name in RESULT_ATTRS:
+            trial.set_user_attr(f"val_{name}", val[name])
+            trial.set_user_attr(f"test_{name}", test[name])
+        trial.set_user_attr("trained", True)
+        trial.set_user_attr("train_seconds", round(outcome.result.seconds, 2))
+        trial.set_user_attr("cut_by_time_limit", outcome.result.cut_by_time_limit)
+        self._upload(trial, outcome)
+        values = self._values({**figures, **{f"val_{k}": val[k] for k in RESULT_ATTRS}})
+        self.on_event({"event": "trial_end", **event, "outcome": "trained", "values": values})
+        return values
+
+    def _values(self, figures: dict[str, float]) -> tuple[float, ...]:
+        values = tuple(float(figures[o.metric]) for o in self.context.definition.objectives)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"objective values {values} are not finite (e.g. a validation set without positives)")
+        return values
+
+    def _wait_for_duplicate(self, trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
+        """A finished trial with the same key, waiting while a lower-numbered one still runs."""
+        study = trial.study
+        while True:
+            same = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("config_key") == key
+                    and t.number != trial.number]  # fmt: skip
+            done = [t for t in same if t.state == TrialState.COMPLETE and t.user_attrs.get("trained")]
+            if done:
+                return min(done, key=lambda t: t.number)
+            running = [t for t in same if t.state == TrialState.RUNNING and t.number < trial.number]
+            if not running:
+                return None
+            self.on_event({"event": "waiting", "trial": trial.number, "for": running[0].number})
+            time.sleep(DUPLICATE_POLL_SECONDS)
+
+    def _train(self, trial: optuna.Trial, arch):
+        log_path = self.context.workspace.logs / f"{self.context.study_name}-trial-{trial.number}.log"
+        trial.set_user_attr("log", str(log_path))
+        history: list[dict[str, Any]] = []
+        with open(log_path, "a") as log:
+            log.write(f"trial {trial.number} arch {json.dumps(arch.to_dict())}\n")
+
+            def on_progress(event: dict[str, Any]) -> None:
+                if event["event"] == "epoch":
+                    history.append({k: v for k, v in event.items() if k != "event"})
+                    # Per-epoch metrics go to user attributes: trial.report is unavailable in
+                    # multi-objective studies.
+                    trial.set_user_attr("history", history)
+                    log.write(json.dumps(event) + "\n")
+                    log.flush()
+                self.on_event({**event, "trial": trial.number})
+
+            outcome = train_and_evaluate(arch, self.data, self.context.definition.training, progress=on_progress)
+            log.write(f"done in {outcome.result.seconds:.1f} s\n")
+        return outcome
+
+    def _upload(self, trial: optuna.Trial, outcome) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = export_outcome(
+                outcome, Path(tmp) / "model", self.data, self.data_spec, self.context.definition.training,
+                trial=trial.number, study=self.context.study_name,
+            )  # fmt: skip
+            for name in ("model.pt", "model.json"):
+                artifact_id = optuna.artifacts.upload_artifact(
+                    artifact_store=self.artifact_store, file_path=str(model_dir / name), study_or_trial=trial
+                )
+                trial.set_user_attr(ARTIFACT_ATTRS[name], artifact_id)

@@ -1,0 +1,118 @@
+"""`ecgsearch pareto|export|dashboard`: tables and files around ``ecgsearch.results``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import optuna
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from ecgnet.arch import ArchConfig
+from ecgnet.runner import export_outcome, load_data, train_and_evaluate
+from ecgsearch.definition import StudyDefinition, _parse
+from ecgsearch.results import best_trial, export_trial, pareto_rows
+from ecgsearch.run_commands import quiet_optuna
+from ecgsearch.storage import StorageSettings, open_storage, redact, resolve_storage_url
+from ecgsearch.study import SearchContext
+from ecgsearch.worker import data_spec_of
+from ecgsearch.workspace import Workspace
+
+__all__ = ["dashboard", "export", "load_existing_study", "pareto"]
+
+
+def load_existing_study(workspace: Path, storage: str | None, study_name: str) -> tuple[optuna.Study, str]:
+    quiet_optuna()
+    url = resolve_storage_url(storage, workspace)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        typer.echo(f"error: no study database at {redact(url)}; run `ecgsearch run` first", err=True)
+        raise typer.Exit(2)
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(url, StorageSettings())), url
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(url, include_best_trial=False)]
+        typer.echo(f"error: no study {study_name!r} in {redact(url)}; studies there: {names}", err=True)
+        raise typer.Exit(2) from None
+
+
+def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bool, console: Console) -> None:
+    study, _ = load_existing_study(workspace, storage, study_name)
+    rows = pareto_rows(study)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"Pareto front of {study_name}: val AUROC vs MB")
+    for header in ("trial", "thesis", "val µAUROC", "test µAUROC", "MB", "params", "GMACs"):
+        table.add_column(header, justify="left" if header == "thesis" else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            str(r["trial"]), r["thesis"] or "", _fmt(r["val_micro_auroc"]), _fmt(r["test_micro_auroc"]),
+            f"{r['size_mb']:.3f}", f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}",
+        )  # fmt: skip
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def export(
+    workspace: Path,
+    storage: str | None,
+    study_name: str,
+    out: Path,
+    *,
+    trial: int | None,
+    max_mb: float | None,
+    retrain: bool,
+    seeds: int,
+    epochs: int | None,
+    console: Console,
+) -> None:
+    study, url = load_existing_study(workspace, storage, study_name)
+    try:
+        chosen = study.get_trials(deepcopy=False)[trial] if trial is not None else best_trial(study, max_mb)
+    except (LookupError, IndexError) as exc:
+        typer.echo(f"error: {exc if isinstance(exc, LookupError) else f'no trial {trial}'}", err=True)
+        raise typer.Exit(2) from None
+    if not retrain:
+        try:
+            export_trial(study, chosen, out, Path(study.user_attrs["artifact_dir"]))
+        except LookupError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        console.print(f"exported trial {chosen.number} to {out}", highlight=False)
+        return
+    definition = _definition_of(study)
+    context = SearchContext(definition, Workspace(workspace), url, study_name, Path(study.user_attrs["data_cache"]))
+    config = definition.training if epochs is None else dataclasses.replace(definition.training, epochs=epochs)
+    arch = definition.space.arch_of(chosen.params)
+    spec = dataclasses.replace(data_spec_of(context), max_train_records=None)
+    outcomes = []
+    for k in range(seeds):
+        seed_config = dataclasses.replace(config, seed=config.seed + k)
+        data = load_data(spec, window=config.window, seed=seed_config.seed)
+        outcomes.append(train_and_evaluate(arch, data, seed_config))
+        console.print(f"seed {seed_config.seed}: val micro AUROC {outcomes[-1].result.val_metrics['micro_auroc']:.4f}")
+    kept = max(outcomes, key=lambda o: o.result.val_metrics["micro_auroc"])
+    export_outcome(kept, out, data, spec, config, exported_from={"study": study_name, "trial": chosen.number},
+                   retrained={"seeds": [o.seed for o in outcomes], "kept_seed": kept.seed})  # fmt: skip
+    console.print(f"retrained trial {chosen.number} ({ArchConfig.__name__} {arch.blocks}) and exported to {out}")
+
+
+def _definition_of(study: optuna.Study) -> StudyDefinition:
+    return _parse(study.user_attrs["definition"], study.user_attrs.get("definition_source", "study"))
+
+
+def dashboard(workspace: Path, storage: str | None, study_name: str, *, host: str, port: int, console: Console) -> None:
+    from optuna_dashboard import run_server
+
+    study, url = load_existing_study(workspace, storage, study_name)
+    artifact_dir = study.user_attrs.get("artifact_dir", str(Workspace(workspace).artifacts))
+    console.print(f"optuna-dashboard on http://{host}:{port} for {redact(url)} (artifacts {artifact_dir})")
+    store = optuna.artifacts.FileSystemArtifactStore(artifact_dir)
+    run_server(open_storage(url, StorageSettings()), host=host, port=port, artifact_store=store)

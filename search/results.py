@@ -1,0 +1,78 @@
+"""Reading a finished (or running) study: the Pareto front, picking and exporting a model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ecgnet.data.labels import class_set
+from ecgnet.data.preprocess import PreprocessConfig
+from ecgnet.export import export_model, load_model
+from ecgsearch.study import THESIS_ATTR
+
+__all__ = ["best_trial", "export_trial", "feasible_trained", "pareto_rows", "trial_row"]
+
+
+def feasible_trained(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials inside the size budget whose values come from training (own or repeated)."""
+    return [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if all(v <= 0 for v in t.constraints.values()) and "infeasible" not in t.user_attrs
+    ]  # fmt: skip
+
+
+def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    return {
+        "trial": trial.number,
+        "thesis": attrs.get(THESIS_ATTR),
+        "val_micro_auroc": attrs.get("val_micro_auroc"),
+        "val_macro_auroc": attrs.get("val_macro_auroc"),
+        "test_micro_auroc": attrs.get("test_micro_auroc"),
+        "size_mb": attrs.get("size_mb"),
+        "params": attrs.get("params_count"),
+        "macs": attrs.get("macs"),
+        "repeats_trial": attrs.get("repeats_trial"),
+        "values": list(trial.values or []),
+    }
+
+
+def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """The Pareto front (Optuna's ``best_trials``, which leaves out infeasible trials), by size."""
+    front = [t for t in study.best_trials if "infeasible" not in t.user_attrs]
+    return sorted((trial_row(t) for t in front), key=lambda r: (r["size_mb"] or 0, r["trial"]))
+
+
+def best_trial(study: optuna.Study, max_mb: float | None = None, metric: str = "val_micro_auroc") -> FrozenTrial:
+    """Highest validation ``metric`` among feasible trained trials within ``max_mb``."""
+    candidates = [t for t in feasible_trained(study) if max_mb is None or t.user_attrs["size_mb"] <= max_mb]
+    candidates = [t for t in candidates if t.user_attrs.get(metric) is not None]
+    if not candidates:
+        budget = f" within {max_mb} MB" if max_mb is not None else ""
+        raise LookupError(f"study {study.study_name!r} has no trained feasible trial{budget}")
+    return max(candidates, key=lambda t: (t.user_attrs[metric], -t.number))
+
+
+def export_trial(study: optuna.Study, trial: FrozenTrial, out: Path, artifact_dir: Path) -> Path:
+    """Write a trial's model directory (model.pt, model.onnx, model.json) from its artifacts."""
+    model_id = trial.user_attrs.get("artifact_model_pt")
+    info_id = trial.user_attrs.get("artifact_model_json")
+    if model_id is None or info_id is None:
+        raise LookupError(f"trial {trial.number} has no stored model (it was not trained)")
+    store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        for artifact_id, name in ((model_id, "model.pt"), (info_id, "model.json")):
+            optuna.artifacts.download_artifact(artifact_store=store, file_path=str(Path(tmp) / name),
+                                               artifact_id=artifact_id)  # fmt: skip
+        model, info = load_model(tmp)
+    classes = class_set(info["classes"]["name"])
+    keep = {k: v for k, v in info.items() if k in ("training", "history", "data", "trial", "study")}
+    keep["exported_from"] = {"study": study.study_name, "trial": trial.number}
+    return export_model(
+        model, out, classes=classes, preprocess=PreprocessConfig(**info["preprocess"]), metrics=info["metrics"],
+        thresholds=info["thresholds"], extra=keep,
+    )  # fmt: skip

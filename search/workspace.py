@@ -1,0 +1,67 @@
+"""The workspace folder: study database (SQLite default), artifacts, prepared data.
+
+ecgsearch-work/
+  study.db          SQLite storage (unless --storage / ECGSEARCH_STORAGE name another)
+  artifacts/        trial weights and model.json (optuna.artifacts)
+  data/             synthetic records and caches prepared for studies that ask for them
+  logs/             one log per trial
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import h5py
+
+from ecgnet.data.cache import prepare_cache
+from ecgnet.data.synth import write_synthetic_dataset
+from ecgsearch.storage import database_lock
+
+__all__ = ["DEFAULT_WORKSPACE", "Workspace", "data_fingerprint"]
+
+DEFAULT_WORKSPACE = Path("ecgsearch-work")
+
+
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def create(self) -> Workspace:
+        for folder in (self.root, self.artifacts, self.data, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def synthetic_cache(self, records: int, seed: int) -> Path:
+        """A cache of synthetic records, generated and prepared once (safe with many workers)."""
+        name = f"synthetic-{records}-seed{seed}"
+        cache = self.data / f"{name}.h5"
+        lock_db = f"sqlite:///{self.data / name}"
+        with database_lock(lock_db, "prepare"):
+            if not cache.exists():
+                write_synthetic_dataset(self.data / name, records=records, seed=seed)
+                prepare_cache([self.data / name], cache)
+        return cache
+
+
+def data_fingerprint(cache: Path | str) -> str:
+    """Hash of the cache's records and preprocessing (names, lengths, codes), not of its path."""
+    digest = hashlib.sha256()
+    with h5py.File(cache, "r") as f:
+        digest.update(str(f.attrs["preprocess"]).encode())
+        for key in ("names", "lengths", "codes", "sources"):
+            digest.update(f[key][()].tobytes() if f[key].dtype.kind != "O" else "\n".join(f[key].asstr()[()]).encode())
+    return digest.hexdigest()[:16]

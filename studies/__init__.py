@@ -1,0 +1,1 @@
+"""Study definitions shipped with ecgsearch (TOML data; see README "Study definitions")."""
