@@ -181,3 +181,7 @@ def predict_command(
     from ecgsearch.model_commands import predict
 
     raise typer.Exit(predict(model_dir, records, as_json=as_json, console=console))
+
+
+if __name__ == "__main__":
+    app()

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from ecgsearch.run_commands import StudyOptions
+from ecgsearch.storage import StorageSettings
 from ecgsearch.workspace import DEFAULT_WORKSPACE
 
 __all__ = ["dashboard_command", "enqueue_command", "export_command", "pareto_command", "run_command",
@@ -30,6 +31,9 @@ Trials = Annotated[int | None, typer.Option(help="The study's total trial count 
 Sampler = Annotated[str | None, typer.Option(help="tpe (default), nsga2, gp or random.")]
 MaxMb = Annotated[float | None, typer.Option(help="Size budget in MB: larger trials are infeasible, never trained.")]
 Thesis = Annotated[bool, typer.Option("--thesis/--no-thesis", help="Enqueue E1-E18 as fixed trials.")]
+Heartbeat = Annotated[int, typer.Option(help="Seconds between a running trial's heartbeats.")]
+Grace = Annotated[int, typer.Option(help="Seconds without heartbeat after which a trial counts as dead.")]
+Retries = Annotated[int, typer.Option(help="Retries of a trial that crashed, was killed or terminated.")]
 
 
 def _options(workspace: Path, storage: str | None, study_def: str, study_name: str | None, data: str | None,
@@ -48,12 +52,16 @@ def run_command(
     thesis: Thesis = True,
     workspace: Workspace = DEFAULT_WORKSPACE,
     storage: Storage = None,
+    heartbeat_interval: Heartbeat = 60,
+    grace_period: Grace = 180,
+    max_retries: Retries = 2,
 ) -> None:
     """Create or resume a study and run its trials in this process, with a live display."""
     from ecgsearch.run_commands import run
 
+    settings = StorageSettings(heartbeat_interval, grace_period, max_retries)
     run(_options(workspace, storage, study_def, study_name, data, seed), trials=trials, sampler=sampler,
-        max_mb=max_mb, thesis=thesis, console=console)  # fmt: skip
+        max_mb=max_mb, thesis=thesis, console=console, settings=settings)  # fmt: skip
 
 
 def worker_command(
@@ -67,12 +75,16 @@ def worker_command(
     thesis: Thesis = True,
     workspace: Workspace = DEFAULT_WORKSPACE,
     storage: Storage = None,
+    heartbeat_interval: Heartbeat = 60,
+    grace_period: Grace = 180,
+    max_retries: Retries = 2,
 ) -> None:
     """One worker of a shared study (what a Slurm job runs): trials until the study is full."""
     from ecgsearch.run_commands import run
 
+    settings = StorageSettings(heartbeat_interval, grace_period, max_retries)
     run(_options(workspace, storage, study_def, study_name, data, seed), trials=trials, sampler=sampler,
-        max_mb=max_mb, thesis=thesis, console=Console(force_terminal=False))  # fmt: skip
+        max_mb=max_mb, thesis=thesis, console=Console(force_terminal=False), settings=settings)  # fmt: skip
 
 
 def enqueue_command(

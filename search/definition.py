@@ -62,8 +62,14 @@ class StudyDefinition:
     raw: dict[str, Any]
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes what a trial computes (not of the file's layout)."""
-        canonical = json.dumps({k: v for k, v in self.raw.items() if k != "description"}, sort_keys=True)
+        """Hash of everything that changes what a trial computes (not of the file's layout).
+
+        Where the data comes from is left out: the study records the data's own fingerprint,
+        so the same cache may sit at another path on another machine.
+        """
+        content = {k: v for k, v in self.raw.items() if k != "description"}
+        content["data"] = {k: v for k, v in self.raw.get("data", {}).items() if k not in ("cache", "synthetic")}
+        canonical = json.dumps(content, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def with_data_cache(self, cache: str) -> StudyDefinition:
@@ -124,8 +130,6 @@ def _parse(raw: dict[str, Any], source: str) -> StudyDefinition:
             raise ValueError(f"fixed trial {name!r} is not a thesis experiment (E1..E18)")
         space.params_of(experiments[name].config)  # raises when the space cannot express it
     data = dict(raw.get("data", {}))
-    if not data.get("cache") and not data.get("synthetic"):
-        raise ValueError("[data] needs a cache path (or --data) or a synthetic = {records, seed} table")
     return StudyDefinition(
         name=raw["name"],
         description=raw.get("description", ""),

@@ -111,7 +111,8 @@ class TrialObjective:
                     trial.set_user_attr(name, value)
             trial.set_user_attr("repeats_trial", repeated.number)
             trial.set_user_attr("trained", False)
-            self.on_event({"event": "trial_end", **event, "outcome": f"repeats trial {repeated.number}"})
+            self.on_event({"event": "trial_end", **event, "outcome": f"repeats trial {repeated.number}",
+                           "values": tuple(repeated.values)})  # fmt: skip
             return tuple(repeated.values)
 
         outcome = self._train(trial, arch)

@@ -59,13 +59,17 @@ def open_storage(url: str, settings: StorageSettings | None = None) -> optuna.st
         engine_kwargs: dict = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_size": 2, "max_overflow": 1, "pool_pre_ping": True, "pool_recycle": 1800}
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=settings.heartbeat_interval,
-        grace_period=settings.grace_period,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retries),
-    )
+    # Optuna creates its tables on first use; workers starting together would race to do it.
+    with database_lock(url, "create-schema"):
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=settings.max_retries
+            ),
+        )
 
 
 class DatabaseLock:

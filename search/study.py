@@ -55,6 +55,11 @@ class SearchContext:
         workspace.create()
         if data:
             definition = definition.with_data_cache(str(Path(data).resolve()))
+        if not definition.data.get("cache") and not definition.data.get("synthetic"):
+            raise FileNotFoundError(
+                f"study definition {definition.source} names no data: give --data CACHE "
+                "(a cache from `ecgsearch data prepare`)"
+            )
         if definition.data.get("cache"):
             cache = Path(definition.data["cache"])
             if not cache.exists():

@@ -1,0 +1,137 @@
+"""Many workers on one real PostgreSQL study: exact counts, one trial per E-name, kills and retries."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from search_helpers import TINY, environment, unique_name, worker_command
+
+pytestmark = pytest.mark.services
+
+SHORT_HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "3", "--max-retries", "1"]
+
+
+def load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def running_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return load(url, name).get_trials(states=(TrialState.RUNNING,))
+    except KeyError:
+        return []
+
+
+def slow_definition(tmp_path: Path) -> Path:
+    """The tiny study with trials long enough (a few seconds) to be killed in the middle."""
+    path = tmp_path / "slow.toml"
+    path.write_text(TINY.read_text().replace("epochs = 1", "epochs = 6").replace("window = 512", "window = 1024"))
+    return path
+
+
+def test_two_workers_fill_one_study_to_exactly_its_trial_count(postgres_url: str, tmp_path: Path) -> None:
+    name = unique_name("pair")
+    env = environment(postgres_url)
+    workers = [subprocess.Popen(worker_command(tmp_path, name, 8), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [o[1][-2000:] for o in outputs]
+    trials = load(postgres_url, name).get_trials()
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert all("trial " in out for out, _ in outputs)  # both workers ran trials
+    assert sorted(t.user_attrs.get("thesis_experiment", "") for t in trials).count("E18") == 1
+    assert postgres_url.split(":")[2].split("@")[0] not in "".join(o + e for o, e in outputs)  # no password shown
+
+
+def _enqueue_after_barrier(barrier, url: str, workspace: str, name: str) -> None:
+    from ecgsearch.definition import load_definition
+    from ecgsearch.study import SearchContext, enqueue_thesis, open_study
+    from ecgsearch.workspace import Workspace
+
+    context = SearchContext.prepare(load_definition("demo"), Workspace(Path(workspace)), url, study_name=name)
+    study = open_study(context)
+    barrier.wait()
+    enqueue_thesis(study, context)
+
+
+def test_eight_concurrent_enqueue_thesis_calls_create_one_trial_per_e_name(postgres_url: str, tmp_path: Path) -> None:
+    name = unique_name("enqueue")
+    from ecgsearch.workspace import Workspace
+
+    Workspace(tmp_path).create().synthetic_cache(400, 0)  # prepared once, before the race
+    spawn = multiprocessing.get_context("spawn")
+    barrier = spawn.Barrier(8)
+    processes = [spawn.Process(target=_enqueue_after_barrier, args=(barrier, postgres_url, str(tmp_path), name))
+                 for _ in range(8)]  # fmt: skip
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=180)
+    assert [p.exitcode for p in processes] == [0] * 8
+    names = [t.user_attrs["thesis_experiment"] for t in load(postgres_url, name).get_trials()]
+    assert sorted(names) == sorted(f"E{i}" for i in range(1, 19))
+
+
+def test_a_worker_killed_mid_trial_leaves_a_failed_trial_that_is_retried(postgres_url: str, tmp_path: Path) -> None:
+    name = unique_name("kill")
+    env = environment(postgres_url)
+    slow = slow_definition(tmp_path)
+    cmd = [str(slow) if part == str(TINY) else part for part in worker_command(tmp_path, name, 3, "--no-thesis")]
+    victim = subprocess.Popen([*cmd, *SHORT_HEARTBEAT], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: running_trials(postgres_url, name), 120, "a running trial")
+    killed = running_trials(postgres_url, name)[0]
+    time.sleep(0.5)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    time.sleep(4)  # past the grace period: the next worker fails the stale trial and retries it
+    survivor = subprocess.run([*cmd, *SHORT_HEARTBEAT], env=env, capture_output=True, text=True, timeout=600)
+    assert survivor.returncode == 0, survivor.stderr[-2000:]
+    trials = load(postgres_url, name).get_trials()
+    assert trials[killed.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+
+
+def test_sigterm_fails_and_reenqueues_the_running_trial(postgres_url: str, tmp_path: Path) -> None:
+    name = unique_name("term")
+    env = environment(postgres_url)
+    slow = slow_definition(tmp_path)
+    cmd = [str(slow) if part == str(TINY) else part for part in worker_command(tmp_path, name, 2, "--no-thesis")]
+    worker = subprocess.Popen([*cmd, *SHORT_HEARTBEAT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    wait_for(lambda: running_trials(postgres_url, name), 120, "a running trial")
+    terminated = running_trials(postgres_url, name)[0]
+    time.sleep(0.5)
+    os.kill(worker.pid, signal.SIGTERM)
+    _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 143, stderr[-2000:]
+    trials = load(postgres_url, name).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert trials[terminated.number].state == TrialState.FAIL
+    assert trials[terminated.number].user_attrs["fail_reason"] == "worker terminated (SIGTERM)"
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].params == terminated.params
+    finish = subprocess.run([*cmd, *SHORT_HEARTBEAT], env=env, capture_output=True, text=True, timeout=600)
+    assert finish.returncode == 0, finish.stderr[-2000:]
+    trials = load(postgres_url, name).get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+    assert any(t.system_attrs.get("failed_trial") == terminated.number and t.state == TrialState.COMPLETE
+               for t in trials)  # fmt: skip

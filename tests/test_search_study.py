@@ -1,0 +1,230 @@
+"""The search service on SQLite: definitions, the space, a whole tiny study, budgets, duplicates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from search_helpers import ECGSEARCH, TINY, environment, run, unique_name, worker_command
+
+from ecgnet.thesis import thesis_experiments
+from ecgsearch.definition import DefinitionError, load_definition, shipped_definitions
+from ecgsearch.storage import redact, resolve_storage_url
+from ecgsearch.study import SearchContext, open_study
+from ecgsearch.workspace import Workspace
+
+
+def sqlite_study(workspace: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{workspace / 'study.db'}")
+
+
+def test_shipped_definitions_load_and_express_every_thesis_config() -> None:
+    assert shipped_definitions() == ["demo", "thesis"]
+    for name in shipped_definitions():
+        definition = load_definition(name)
+        assert [o.metric for o in definition.objectives] == ["val_micro_auroc", "size_mb"]
+        assert definition.fixed_trials == tuple(thesis_experiments())
+        for experiment in thesis_experiments().values():
+            params = definition.space.params_of(experiment.config)
+            assert definition.space.arch_of(params).canonical() == experiment.config.canonical()
+    assert load_definition("thesis").training.epochs == 30 and load_definition("thesis").training.batch_size == 256
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("val_micro_auroc", "val_accuracy"), "unknown objective metric 'val_accuracy'"),
+        (('name = "tpe"', 'name = "cmaes"'), "unknown sampler 'cmaes'"),
+        (("epochs = 1", "epoch = 1"), "unknown training setting(s) ['epoch']"),
+        (('fixed_trials = ["E18", "E16"]', 'fixed_trials = ["E18", "E1"]'), "not among the space's choices"),
+        (("dropout = [0.2]", ""), "[space] lacks dropout"),
+    ],
+)
+def test_a_bad_definition_names_the_file_and_the_problem(tmp_path: Path, edit, message: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.read_text().replace(*edit))
+    with pytest.raises(DefinitionError) as excinfo:
+        load_definition(bad)
+    assert str(bad) in str(excinfo.value) and message in str(excinfo.value)
+
+
+def test_fingerprint_follows_content_not_layout(tmp_path: Path) -> None:
+    same = tmp_path / "same.toml"
+    same.write_text("# a comment\n" + TINY.read_text().replace('description = "test profile"', 'description = "x"'))
+    other = tmp_path / "other.toml"
+    other.write_text(TINY.read_text().replace("epochs = 1", "epochs = 2"))
+    assert load_definition(same).fingerprint() == load_definition(TINY).fingerprint()
+    assert load_definition(other).fingerprint() != load_definition(TINY).fingerprint()
+
+
+def test_storage_url_precedence_and_redaction(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
+    assert resolve_storage_url(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'study.db'}"
+    monkeypatch.setenv("ECGSEARCH_STORAGE", "postgresql+psycopg2://u:s3cret@db/x")
+    assert resolve_storage_url(None, tmp_path) == "postgresql+psycopg2://u:s3cret@db/x"
+    assert resolve_storage_url("sqlite:///a.db", tmp_path) == "sqlite:///a.db"
+    assert "s3cret" not in redact("postgresql+psycopg2://u:s3cret@db/x")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, str, object]:
+    """One finished tiny study on SQLite (7 trials, 2 of them E18/E16), shared by read-only tests."""
+    workspace = tmp_path_factory.mktemp("ws")
+    name = unique_name("tiny")
+    result = run(worker_command(workspace, name, 7), environment(None))
+    assert result.returncode == 0, result.stderr + result.stdout
+    return workspace, name, result
+
+
+def test_a_worker_fills_the_study_to_exactly_its_trial_count(finished) -> None:
+    workspace, name, result = finished
+    study = sqlite_study(workspace, name)
+    trials = study.get_trials()
+    assert len(trials) == 7 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(t.user_attrs["thesis_experiment"] for t in trials if "thesis_experiment" in t.user_attrs) == [
+        "E16", "E18"
+    ]  # fmt: skip
+    assert study.metric_names == ["val_micro_auroc", "size_mb"]
+    assert "trial    0  E18" in result.stdout
+
+
+def test_trials_record_sizes_metrics_history_logs_and_artifacts(finished) -> None:
+    workspace, name, _ = finished
+    study = sqlite_study(workspace, name)
+    e18 = next(t for t in study.get_trials() if t.user_attrs.get("thesis_experiment") == "E18")
+    attrs = e18.user_attrs
+    assert attrs["params_count"] == 63_715 and abs(attrs["size_mb"] - 0.278) < 0.001
+    assert e18.values == [attrs["val_micro_auroc"], attrs["size_mb"]]
+    assert 0.0 <= attrs["test_micro_auroc"] <= 1.0 and len(attrs["history"]) == 1
+    assert Path(attrs["log"]).read_text().startswith(f"trial {e18.number} arch")
+    meta = optuna.artifacts.get_all_artifact_meta(e18, storage=study._storage)
+    assert {m.filename for m in meta} == {"model.pt", "model.json"}
+    assert study.user_attrs["artifact_dir"] == str((workspace / "artifacts").resolve())
+    assert len(study.user_attrs["definition_fingerprint"]) == 16 and len(study.user_attrs["data_fingerprint"]) == 16
+
+
+def test_pareto_lists_the_front(finished) -> None:
+    workspace, name, _ = finished
+    out = run([*ECGSEARCH, "pareto", "--study-name", name, "--workspace", str(workspace), "--json"], environment(None))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    study = sqlite_study(workspace, name)
+    assert {r["trial"] for r in rows} == {t.number for t in study.best_trials}
+    sizes = [r["size_mb"] for r in rows]
+    aurocs = [r["val_micro_auroc"] for r in rows]
+    assert sizes == sorted(sizes) and aurocs == sorted(aurocs)  # along the front, bigger must be better
+
+
+def test_export_best_writes_a_working_model_directory(finished, tmp_path: Path) -> None:
+    workspace, name, _ = finished
+    out = run([*ECGSEARCH, "export", "--best", "--study-name", name, "--workspace", str(workspace),
+               "--out", str(tmp_path / "best")], environment(None))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    info = json.loads((tmp_path / "best" / "model.json").read_text())
+    study = sqlite_study(workspace, name)
+    best = max(study.get_trials(), key=lambda t: t.user_attrs["val_micro_auroc"])
+    assert info["exported_from"] == {"study": name, "trial": best.number}
+    assert (tmp_path / "best" / "model.onnx").stat().st_size > 0
+    small = run([*ECGSEARCH, "export", "--best", "--max-mb", "0.1", "--study-name", name, "--workspace",
+                 str(workspace), "--out", str(tmp_path / "none")], environment(None))  # fmt: skip
+    assert small.returncode == 2 and "no trained feasible trial within 0.1 MB" in small.stderr
+
+
+def test_a_repeated_configuration_is_not_trained_again(tmp_path: Path) -> None:
+    name = unique_name("dup")
+    first = run(worker_command(tmp_path, name, 2, "--no-thesis"), environment(None))
+    assert first.returncode == 0, first.stderr
+    study = sqlite_study(tmp_path, name)
+    original = study.get_trials()[0]
+    study.enqueue_trial(dict(original.params))
+    again = run(worker_command(tmp_path, name, 3, "--no-thesis"), environment(None))
+    assert again.returncode == 0, again.stderr
+    repeat = sqlite_study(tmp_path, name).get_trials()[2]
+    assert repeat.params == original.params
+    assert repeat.user_attrs["repeats_trial"] == original.number and repeat.user_attrs["trained"] is False
+    assert repeat.values == original.values and "train_seconds" not in repeat.user_attrs
+    assert f"repeats trial {original.number}" in again.stdout
+
+
+def test_trials_over_the_size_budget_are_infeasible_and_never_trained(tmp_path: Path) -> None:
+    name = unique_name("budget")
+    result = run(worker_command(tmp_path, name, 4, "--max-mb", "0.5"), environment(None))
+    assert result.returncode == 0, result.stderr
+    trials = sqlite_study(tmp_path, name).get_trials()
+    over = [t for t in trials if t.user_attrs["size_mb"] > 0.5]
+    under = [t for t in trials if t.user_attrs["size_mb"] <= 0.5]
+    assert over and under  # E16 (0.81 MB) is over, E18 (0.28 MB) under
+    for t in over:
+        assert t.constraints["max_mb"] > 0 and "train_seconds" not in t.user_attrs and t.user_attrs["trained"] is False
+        assert t.values[0] == 0.5 and not (tmp_path / "logs" / f"{name}-trial-{t.number}.log").exists()
+    for t in under:
+        assert t.constraints["max_mb"] <= 0 and t.user_attrs["trained"] is True
+
+
+def test_a_worker_with_another_definition_is_refused(tmp_path: Path) -> None:
+    name = unique_name("refuse")
+    assert run(worker_command(tmp_path, name, 1, "--no-thesis"), environment(None)).returncode == 0
+    other = tmp_path / "other.toml"
+    other.write_text(TINY.read_text().replace("epochs = 1", "epochs = 2"))
+    cmd = worker_command(tmp_path, name, 2, "--no-thesis")
+    cmd[cmd.index(str(TINY))] = str(other)
+    refused = run(cmd, environment(None))
+    assert refused.returncode == 2
+    assert f"study {name!r} was created with another study definition" in refused.stderr
+    assert len(sqlite_study(tmp_path, name).get_trials()) == 1
+
+
+def test_the_study_records_its_data_and_refuses_other_data(tmp_path: Path, synthetic_cache_path: Path) -> None:
+    name = unique_name("data")
+    definition = load_definition(TINY)
+    workspace = Workspace(tmp_path)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    context = SearchContext.prepare(definition, workspace, url, study_name=name)
+    open_study(context)
+    other = SearchContext.prepare(definition, workspace, url, study_name=name, data=str(synthetic_cache_path))
+    with pytest.raises(RuntimeError, match="another data cache"):
+        open_study(other)
+
+
+def test_ecgsearch_run_with_no_arguments_works_on_sqlite_and_stops_cleanly(tmp_path: Path) -> None:
+    """The demo from a fresh folder: the default workspace, SQLite, thesis trials first.
+
+    The whole demo (30 trials) takes about five minutes here; the test lets two trials finish,
+    then stops the run as a scheduler would, with SIGTERM.
+    """
+    import signal
+    import subprocess
+    import time
+
+    env = environment(None)
+    demo = subprocess.Popen([*ECGSEARCH, "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    database = tmp_path / "ecgsearch-work" / "study.db"
+    deadline = time.monotonic() + 300
+
+    def completed() -> int:
+        if not database.exists():
+            return 0
+        try:
+            study = optuna.load_study(study_name="demo", storage=f"sqlite:///{database}")
+        except KeyError:
+            return 0
+        return len(study.get_trials(states=(TrialState.COMPLETE,)))
+
+    while completed() < 2 and time.monotonic() < deadline and demo.poll() is None:
+        time.sleep(1)
+    demo.send_signal(signal.SIGTERM)
+    stdout, stderr = demo.communicate(timeout=120)
+    assert demo.returncode == 143, stderr[-3000:]
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{database}")
+    trials = study.get_trials()
+    assert [t.user_attrs.get("thesis_experiment") for t in trials[:2]] == ["E1", "E2"]
+    assert all(t.state != TrialState.RUNNING for t in trials)
+    assert sum(t.user_attrs.get("thesis_experiment") is not None for t in trials) == 18 + sum(
+        t.state == TrialState.FAIL for t in trials
+    )  # E1-E18 enqueued once (a trial failed by SIGTERM is re-enqueued with its E-name)
+    assert "study demo" in stdout and "30 trials" in stdout and "trial    0   E1" in stdout
+    assert (tmp_path / "ecgsearch-work" / "data" / "synthetic-400-seed0.h5").exists()
