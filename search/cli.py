@@ -29,6 +29,7 @@ app.command("enqueue-thesis")(cli_study.enqueue_command)
 app.command("pareto")(cli_study.pareto_command)
 app.command("export")(cli_study.export_command)
 app.command("dashboard")(cli_study.dashboard_command)
+app.command("report")(cli_study.report_command)
 
 console = Console()
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]

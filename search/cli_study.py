@@ -12,8 +12,8 @@ from ecgsearch.run_commands import StudyOptions
 from ecgsearch.storage import StorageSettings
 from ecgsearch.workspace import DEFAULT_WORKSPACE
 
-__all__ = ["dashboard_command", "enqueue_command", "export_command", "pareto_command", "run_command",
-           "worker_command"]  # fmt: skip
+__all__ = ["dashboard_command", "enqueue_command", "export_command", "pareto_command", "report_command",
+           "run_command", "worker_command"]  # fmt: skip
 
 console = Console()
 
@@ -144,3 +144,17 @@ def dashboard_command(
     from ecgsearch.result_commands import dashboard
 
     dashboard(workspace, storage, study_name, host=host, port=port, console=console)
+
+
+def report_command(
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+    study_name: Annotated[str, typer.Option(help="The study to read.")] = "demo",
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    storage: Storage = None,
+) -> None:
+    """HTML report: Pareto front with E1-E18, hypervolume history, thesis comparison."""
+    from ecgsearch.report import write_report
+    from ecgsearch.result_commands import load_existing_study
+
+    study, _ = load_existing_study(workspace, storage, study_name)
+    console.print(f"report written to {write_report(study, out)}", highlight=False)

@@ -228,3 +228,101 @@ def test_ecgsearch_run_with_no_arguments_works_on_sqlite_and_stops_cleanly(tmp_p
     )  # E1-E18 enqueued once (a trial failed by SIGTERM is re-enqueued with its E-name)
     assert "study demo" in stdout and "30 trials" in stdout and "trial    0   E1" in stdout
     assert (tmp_path / "ecgsearch-work" / "data" / "synthetic-400-seed0.h5").exists()
+
+
+def test_hypervolume_hand_worked_on_auroc_and_log_size() -> None:
+    from ecgsearch.report import hypervolume
+
+    assert hypervolume([(0.75, 6.4)]) == pytest.approx(0.25 * 1.0)
+    two = [(0.75, 6.4), (0.6, 0.64)]
+    assert hypervolume(two) == pytest.approx(0.25 * 1.0 + 0.1 * 2.0 - 0.1 * 1.0)
+    assert hypervolume([*two, (0.7, 6.4), (0.45, 0.01), (0.9, 100.0)]) == pytest.approx(hypervolume(two))
+    assert hypervolume([]) == 0.0
+
+
+def test_report_shows_front_thesis_configs_and_hypervolume(finished, tmp_path: Path) -> None:
+    from ecgsearch.report import report_data
+
+    workspace, name, _ = finished
+    out = run([*ECGSEARCH, "report", "--study-name", name, "--workspace", str(workspace), "--out",
+               str(tmp_path / "r.html")], environment(None))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "Pareto front" in page and "Hypervolume on (AUROC, log10 MB)" in page
+    assert "<td>E18</td><td>0.278</td><td>0.28</td>" in page and "<td>E1</td><td>-</td><td>33.78</td>" in page
+    assert "only the sizes are comparable" in page
+    data = report_data(sqlite_study(workspace, name))
+    history = [v for _, v in data["hypervolume"]]
+    assert history == sorted(history) and history[-1] > 0  # never shrinks as trials are added
+    for entry in data["thesis"].values():
+        for trial in entry["dominated_by"]:
+            other = next(r for r in data["rows"] if r["trial"] == trial)
+            assert other["auroc"] >= entry["measured"]["auroc"] and other["mb"] <= entry["measured"]["mb"]
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+                  "--window-size=1400,1000"]  # fmt: skip
+
+
+def test_dashboard_in_a_headless_browser_shows_the_study_and_its_pareto_front(finished) -> None:
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver_path = shutil.which("chromedriver")
+    assert driver_path and shutil.which("chromium"), "install Debian's chromium and chromium-driver (.ci/run does)"
+    workspace, name, _ = finished
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([*ECGSEARCH, "dashboard", "--study-name", name, "--workspace", str(workspace),
+                               "--port", str(port)], env=environment(None), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    options = webdriver.ChromeOptions()
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    browser = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    summaries = json.loads(response.read())["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "dashboard did not start"
+                time.sleep(0.3)
+        study_id = next(s["study_id"] for s in summaries if s["study_name"] == name)
+        browser = webdriver.Chrome(service=Service(driver_path), options=options)
+        browser.get(f"http://127.0.0.1:{port}/dashboard")
+        WebDriverWait(browser, 30).until(lambda b: name in b.find_element(By.TAG_NAME, "body").text)
+
+        browser.get(f"http://127.0.0.1:{port}/dashboard/studies/{study_id}")
+        study = sqlite_study(workspace, name)
+
+        def pareto_points(b) -> int:
+            plots = b.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
+            return len(plots[0].find_elements(By.CSS_SELECTOR, "path.point")) if plots else 0
+
+        WebDriverWait(browser, 30).until(lambda b: pareto_points(b) == len(study.get_trials()))
+        body = browser.find_element(By.TAG_NAME, "body").text
+        assert f"{name} (id={study_id})" in body and "Pareto Front" in body
+        assert "val_micro_auroc" in body and "size_mb" in body  # the objectives carry their names
+        for trial in study.best_trials:
+            assert f"Trial {trial.number}\n" in body + "\n"  # listed under Best Trials
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+    finally:
+        if browser is not None:
+            browser.quit()
+        server.terminate()
+        server.wait(timeout=30)
