@@ -81,6 +81,7 @@ def run_worker(
     thesis: bool = True,
     on_event: EventCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    objective_class: type[TrialObjective] = TrialObjective,
 ) -> WorkerReport:
     """Run trials in this process until the study holds ``total`` trials (or a stop is asked)."""
     sampler = create_sampler(context.definition, sampler_name, worker_seed(context.seed))
@@ -96,7 +97,7 @@ def run_worker(
         state["in_trial"] = True
         lock.release()
 
-    objective = TrialObjective(context, data, spec, max_mb=max_mb, on_event=on_event, before_trial=release_lock)
+    objective = objective_class(context, data, spec, max_mb=max_mb, on_event=on_event, before_trial=release_lock)
     report = WorkerReport()
 
     def on_sigterm(signum: int, frame: Any) -> None:

@@ -1,0 +1,272 @@
+"""Search benchmark: our trial machinery versus bare Optuna, and samplers on a stand-in objective.
+
+Part 1 (needs PostgreSQL: ECGSEARCH_STORAGE or OPTUNA_STORAGE_URL): per-trial cost of our
+machinery (lock + count, ask, size, duplicate check, attributes, artifact upload, tell) with
+training replaced by a no-op, beside a bare ``study.optimize`` loop with the same sampler and
+search space on the same PostgreSQL, with 1 and 8 workers, on a fresh study and on one
+pre-filled with 2,000 trials. Each worker times 50 trials; figures are ms per trial per worker.
+
+Part 2 (in memory): hypervolume (``ecgsearch.report.hypervolume``: AUROC vs log10 MB, reference
+0.5 / 64 MB) after 50, 100, 200 trials for TPE, NSGA-II and random search over 5 seeds, on a
+stand-in objective: the true size of each sampled architecture and an AUROC surface fitted to
+Table 4.1's micro AUROCs, plus noise.
+
+    python bench/bench_search.py                 # both parts (about 10 minutes on 2 cores)
+    python bench/bench_search.py --part samplers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from ecgnet.size import describe_size
+from ecgnet.thesis import thesis_experiments
+from ecgsearch.definition import load_definition
+from ecgsearch.objective import TrialObjective
+from ecgsearch.report import hypervolume
+from ecgsearch.storage import StorageSettings, open_storage
+from ecgsearch.study import SearchContext, open_study
+from ecgsearch.worker import run_worker
+from ecgsearch.workspace import Workspace
+
+TRIALS_PER_WORKER = 50
+PREFILL = 2000
+
+
+class NoTrainObjective(TrialObjective):
+    """The real objective with training replaced by a no-op (upload still stores real files)."""
+
+    model_dir: Path | None = None
+
+    def _train(self, trial, arch):
+        return _FakeOutcome()
+
+    def _upload(self, trial, outcome) -> None:
+        for name in ("model.pt", "model.json"):
+            artifact_id = optuna.artifacts.upload_artifact(
+                artifact_store=self.artifact_store, file_path=str(self.model_dir / name), study_or_trial=trial
+            )
+            trial.set_user_attr(f"artifact_{name}", artifact_id)
+
+
+class _FakeResult:
+    def __init__(self) -> None:
+        rng = np.random.default_rng()
+        self.val_metrics = {k: float(rng.uniform(0.6, 0.9)) for k in
+                            ("micro_auroc", "macro_auroc", "micro_precision", "macro_precision", "macro_f1",
+                             "challenge_score")}  # fmt: skip
+        self.seconds, self.cut_by_time_limit, self.history = 0.0, False, []
+
+
+class _FakeOutcome:
+    def __init__(self) -> None:
+        self.result = _FakeResult()
+        self.test_metrics = dict(self.result.val_metrics)
+
+
+def _tiny_model_dir(root: Path) -> Path:
+    from ecgnet.data.labels import class_set
+    from ecgnet.export import export_model
+    from ecgnet.model import ECGResNet
+    from ecgnet.thesis import thesis_config
+
+    return export_model(ECGResNet(thesis_config("E18")), root / "model", classes=class_set())
+
+
+def _ours_worker(url: str, workspace: str, name: str, total: int, model_dir: str, out) -> None:
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    context = SearchContext.prepare(load_definition("demo"), Workspace(Path(workspace)), url, study_name=name)
+    NoTrainObjective.model_dir = Path(model_dir)
+    times: list[float] = []
+    stamp = [time.perf_counter()]
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "trial_end":
+            now = time.perf_counter()
+            times.append(now - stamp[0])
+            stamp[0] = now
+
+    run_worker(context, total, thesis=False, on_event=on_event, objective_class=NoTrainObjective)
+    out.put(times)
+
+
+def _bare_worker(url: str, name: str, trials: int, out) -> None:
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_definition("demo").space
+    study = optuna.load_study(study_name=name, storage=url, sampler=optuna.samplers.TPESampler(n_startup_trials=10))
+    times: list[float] = []
+    stamp = [time.perf_counter()]
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        space.suggest(trial)
+        return float(np.random.uniform(0.6, 0.9)), float(np.random.uniform(0.1, 30))
+
+    def callback(study: optuna.Study, trial) -> None:
+        now = time.perf_counter()
+        times.append(now - stamp[0])
+        stamp[0] = now
+
+    study.optimize(objective, n_trials=trials, callbacks=[callback])
+    out.put(times)
+
+
+def _prefill(study: optuna.Study, count: int, with_our_attrs: bool) -> None:
+    space = load_definition("demo").space
+    distributions = space.distributions()
+    rng = np.random.default_rng(0)
+    trials = []
+    for i in range(count):
+        params = {n: (int(rng.integers(d.low, d.high + 1)) if isinstance(d, optuna.distributions.IntDistribution)
+                      else d.choices[int(rng.integers(len(d.choices)))]) for n, d in distributions.items()}  # fmt: skip
+        attrs = {"config_key": f"prefill-{i}", "trained": True, "size_mb": 1.0} if with_our_attrs else {}
+        values = [float(rng.uniform(0.6, 0.9)), float(rng.uniform(0.1, 30))]
+        trials.append(optuna.create_trial(params=params, distributions=distributions, user_attrs=attrs, values=values))
+    study.add_trials(trials)
+
+
+def machinery(url: str) -> None:
+    print("Part 1: ms per trial per worker (training replaced by a no-op), TPE, 2 objectives, PostgreSQL")
+    print(f"{'workers':>7} {'study':>10} {'ours':>8} {'bare':>8} {'ratio':>6}")
+    spawn = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = _tiny_model_dir(Path(tmp))
+        workspace = Path(tmp) / "ws"
+        Workspace(workspace).create().synthetic_cache(400, 0)
+        for prefilled in (False, True):
+            for workers in (1, 8):
+                figures = {}
+                for impl in ("ours", "bare"):
+                    name = f"bench-{impl}-{uuid.uuid4().hex[:6]}"
+                    if impl == "ours":
+                        context = SearchContext.prepare(load_definition("demo"), Workspace(workspace), url,
+                                                        study_name=name)  # fmt: skip
+                        study = open_study(context)
+                    else:
+                        study = optuna.create_study(study_name=name, storage=open_storage(url, StorageSettings()),
+                                                    directions=["maximize", "minimize"])  # fmt: skip
+                    base = PREFILL if prefilled else 0
+                    if prefilled:
+                        _prefill(study, PREFILL, with_our_attrs=impl == "ours")
+                    queue = spawn.Queue()
+                    total = base + workers * TRIALS_PER_WORKER
+                    if impl == "ours":
+                        procs = [spawn.Process(target=_ours_worker, args=(url, str(workspace), name, total,
+                                                                          str(model_dir), queue))
+                                 for _ in range(workers)]  # fmt: skip
+                    else:
+                        procs = [spawn.Process(target=_bare_worker, args=(url, name, TRIALS_PER_WORKER, queue))
+                                 for _ in range(workers)]  # fmt: skip
+                    for p in procs:
+                        p.start()
+                    per_worker = [queue.get(timeout=3600) for _ in procs]
+                    for p in procs:
+                        p.join()
+                    # The first trial of each worker carries process start-up; leave it out.
+                    figures[impl] = statistics.fmean(statistics.fmean(t[1:]) for t in per_worker if len(t) > 1)
+                    done = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+                    assert (
+                        sum(t.state == TrialState.COMPLETE for t in done)
+                        >= base + workers * TRIALS_PER_WORKER - workers
+                    )
+                label = f"{PREFILL} prefilled" if prefilled else "fresh"
+                print(f"{workers:>7} {label:>10} {figures['ours'] * 1e3:8.0f} {figures['bare'] * 1e3:8.0f} "
+                      f"{figures['ours'] / figures['bare']:6.2f}")  # fmt: skip
+
+
+def _auroc_surface() -> tuple[callable, float]:
+    """Least-squares fit of Table 4.1's micro AUROC to architecture features (ridge-regularised)."""
+
+    def features(cfg) -> np.ndarray:
+        size = describe_size(cfg).size_mb
+        return np.array([1.0, math.log10(size), cfg.se, cfg.bn1, cfg.bn2, cfg.conv2,
+                         cfg.conv_type == "depthwise_separable", math.log2(cfg.width_multiplier),
+                         sum(cfg.blocks) / 8, cfg.stem_kernel / 15, cfg.metadata_features / 10],
+                        dtype=float)  # fmt: skip
+
+    experiments = list(thesis_experiments().values())
+    x = np.stack([features(e.config) for e in experiments])
+    y = np.array([e.reference.micro_auroc for e in experiments])
+    ridge = 1e-2 * np.eye(x.shape[1])
+    ridge[0, 0] = 0
+    weights = np.linalg.solve(x.T @ x + ridge, x.T @ y)
+    residual = float(np.sqrt(np.mean((x @ weights - y) ** 2)))
+    return (lambda cfg: float(np.clip(features(cfg) @ weights, 0.5, 0.99))), residual
+
+
+def _hypervolume_curve(sampler, surface, space, rng: np.random.Generator, trials: int = 200) -> list[float]:
+    """Hypervolume after each of ``trials`` trials of ``sampler`` on the stand-in objective."""
+    points: list[tuple[float, float]] = []
+    curve: list[float] = []
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        cfg = space.arch_of(space.suggest(trial))
+        auroc = surface(cfg) + float(rng.normal(0, 0.01))
+        size = describe_size(cfg).size_mb
+        points.append((auroc, size))
+        curve.append(hypervolume(points))
+        return auroc, size
+
+    optuna.create_study(directions=["maximize", "minimize"], sampler=sampler).optimize(objective, n_trials=trials)
+    return curve
+
+
+def samplers(seeds: int) -> None:
+    surface, residual = _auroc_surface()
+    space = load_definition("demo").space
+    print(f"\nPart 2: hypervolume on a stand-in objective (AUROC fit RMSE {residual:.3f} + noise 0.01), {seeds} seeds")
+    results: dict[str, list[list[float]]] = {}
+    makers = {
+        "tpe": lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=10),
+        "nsga2": lambda s: optuna.samplers.NSGAIISampler(seed=s),
+        "random": lambda s: optuna.samplers.RandomSampler(seed=s),
+    }
+    for name, make in makers.items():
+        results[name] = []
+        for seed in range(seeds):
+            results[name].append(_hypervolume_curve(make(seed), surface, space, np.random.default_rng(seed)))
+    print(f"{'sampler':>8} {'HV@50':>8} {'HV@100':>8} {'HV@200':>8}")
+    for name, curves in results.items():
+        means = [statistics.fmean(c[n - 1] for c in curves) for n in (50, 100, 200)]
+        print(f"{name:>8} " + " ".join(f"{m:8.4f}" for m in means))
+    target = statistics.fmean(c[199] for c in results["random"])
+    for name in ("tpe", "nsga2"):
+        reached = [next((i + 1 for i, v in enumerate(c) if v >= target), None) for c in results[name]]
+        shown = ", ".join("never" if r is None else str(r) for r in reached)
+        print(f"{name}: trials to reach random search's mean 200-trial hypervolume, per seed: {shown}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["all", "machinery", "samplers"], default="all")
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.part in ("all", "machinery"):
+        url = os.environ.get("ECGSEARCH_STORAGE") or os.environ.get("OPTUNA_STORAGE_URL")
+        if not url:
+            raise SystemExit("part 1 needs PostgreSQL: set ECGSEARCH_STORAGE (see .ci/services.sh)")
+        machinery(url)
+    if args.part in ("all", "samplers"):
+        samplers(args.seeds)
+    print(json.dumps({"cpu_count": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    main()
