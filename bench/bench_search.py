@@ -56,11 +56,7 @@ class NoTrainObjective(TrialObjective):
         return _FakeOutcome()
 
     def _upload(self, trial, outcome) -> None:
-        for name in ("model.pt", "model.json"):
-            artifact_id = optuna.artifacts.upload_artifact(
-                artifact_store=self.artifact_store, file_path=str(self.model_dir / name), study_or_trial=trial
-            )
-            trial.set_user_attr(f"artifact_{name}", artifact_id)
+        self.upload_files(trial, self.model_dir)
 
 
 class _FakeResult:

@@ -10,6 +10,9 @@ import typer
 from rich.console import Console
 
 from ecgsearch import __version__
+from ecgsearch.signals import install_time_warning_handler
+
+install_time_warning_handler()
 
 app = typer.Typer(
     help="Multi-objective architecture search for 12-lead ECG classifiers.",
@@ -30,6 +33,10 @@ app.command("pareto")(cli_study.pareto_command)
 app.command("export")(cli_study.export_command)
 app.command("dashboard")(cli_study.dashboard_command)
 app.command("report")(cli_study.report_command)
+slurm_app = typer.Typer(help="Workers as a Slurm job array on one shared study.", no_args_is_help=True)
+slurm_app.command("submit")(cli_study.slurm_submit_command)
+slurm_app.command("status")(cli_study.slurm_status_command)
+app.add_typer(slurm_app, name="slurm")
 
 console = Console()
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]

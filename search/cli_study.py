@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from ecgsearch.run_commands import StudyOptions
-from ecgsearch.storage import StorageSettings
+from ecgsearch.storage import STORAGE_ENV, StorageSettings
 from ecgsearch.workspace import DEFAULT_WORKSPACE
 
 __all__ = ["dashboard_command", "enqueue_command", "export_command", "pareto_command", "report_command",
@@ -158,3 +158,52 @@ def report_command(
 
     study, _ = load_existing_study(workspace, storage, study_name)
     console.print(f"report written to {write_report(study, out)}", highlight=False)
+
+
+def slurm_submit_command(
+    workers: Annotated[int, typer.Option(help="Array tasks (workers), one GPU each.")] = 4,
+    trials: Annotated[int, typer.Option(help="The study's total trial count.")] = 200,
+    study_def: StudyDef = "thesis",
+    study_name: StudyName = None,
+    data: Data = None,
+    seed: Seed = 0,
+    workspace: Annotated[Path, typer.Option(help="Workspace on a filesystem all nodes share.")] = DEFAULT_WORKSPACE,
+    storage_file: Annotated[
+        Path | None, typer.Option(help=f"File (mode 600) holding the storage URL; else ${STORAGE_ENV} is used.")
+    ] = None,
+    gpus_per_task: Annotated[int, typer.Option(help="GPUs per task.")] = 1,
+    cpus_per_task: Annotated[int, typer.Option(help="CPUs per task (torch threads follow).")] = 4,
+    mem: Annotated[str, typer.Option(help="Memory per task, e.g. 16G.")] = "16G",
+    time_limit: Annotated[str, typer.Option("--time", help="Time limit per task, e.g. 24:00:00.")] = "24:00:00",
+    stop_margin: Annotated[int, typer.Option(help="Seconds before the limit to stop taking trials.")] = 600,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
+    account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
+    max_mb: MaxMb = None,
+    thesis: Thesis = True,
+    dry_run: Annotated[bool, typer.Option(help="Print the job script instead of submitting it.")] = False,
+) -> None:
+    """Create the study, enqueue E1-E18, and submit a Slurm array of workers; prints the job id."""
+    from ecgsearch.slurm_commands import submit
+    from ecgsearch.slurm_jobs import JobSpec
+
+    extra = ("--max-mb", str(max_mb)) if max_mb is not None else ()
+    extra += () if thesis else ("--no-thesis",)
+    spec = JobSpec(study_def=study_def, study_name=study_name or "", trials=trials, data=data or "",
+                   workspace=str(workspace), workers=workers, seed=seed, gpus_per_task=gpus_per_task,
+                   cpus_per_task=cpus_per_task, mem=mem, time_limit=time_limit, stop_margin_s=stop_margin,
+                   partition=partition, account=account, extra_args=extra)  # fmt: skip
+    submit(_options(workspace, None, study_def, study_name, data, seed), spec, storage_file=storage_file,
+           thesis=thesis, dry_run=dry_run, console=console)  # fmt: skip
+
+
+def slurm_status_command(
+    job: Annotated[str | None, typer.Option(help="The job id `slurm submit` printed.")] = None,
+    study_name: Annotated[str, typer.Option(help="The study to count.")] = "thesis",
+    storage_file: Annotated[
+        Path | None, typer.Option(help=f"File holding the storage URL (else ${STORAGE_ENV}).")
+    ] = None,
+) -> None:
+    """The array's tasks (squeue) and the study's progress."""
+    from ecgsearch.slurm_commands import status
+
+    status(job, study_name, storage_file, console=console)

@@ -12,6 +12,8 @@ from optuna.trial import FrozenTrial, TrialState
 from ecgnet.data.labels import class_set
 from ecgnet.data.preprocess import PreprocessConfig
 from ecgnet.export import export_model, load_model
+from ecgnet.size import describe_size
+from ecgsearch.space import SearchSpace
 from ecgsearch.study import THESIS_ATTR
 
 __all__ = ["best_trial", "export_trial", "feasible_trained", "pareto_rows", "trial_row"]
@@ -25,26 +27,32 @@ def feasible_trained(study: optuna.Study) -> list[FrozenTrial]:
     ]  # fmt: skip
 
 
-def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+def trial_row(trial: FrozenTrial, space: SearchSpace, num_classes: int = 17) -> dict[str, Any]:
     attrs = trial.user_attrs
     return {
         "trial": trial.number,
         "thesis": attrs.get(THESIS_ATTR),
         "val_micro_auroc": attrs.get("val_micro_auroc"),
-        "val_macro_auroc": attrs.get("val_macro_auroc"),
+        "val_macro_auroc": attrs.get("val_metrics", {}).get("macro_auroc"),
         "test_micro_auroc": attrs.get("test_micro_auroc"),
         "size_mb": attrs.get("size_mb"),
         "params": attrs.get("params_count"),
-        "macs": attrs.get("macs"),
+        "macs": describe_size(space.arch_of(trial.params, num_classes=num_classes), macs=True).macs,
         "repeats_trial": attrs.get("repeats_trial"),
         "values": list(trial.values or []),
     }
 
 
+def study_space(study: optuna.Study) -> SearchSpace:
+    return SearchSpace.from_dict(study.user_attrs["definition"]["space"])
+
+
 def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """The Pareto front (Optuna's ``best_trials``, which leaves out infeasible trials), by size."""
     front = [t for t in study.best_trials if "infeasible" not in t.user_attrs]
-    return sorted((trial_row(t) for t in front), key=lambda r: (r["size_mb"] or 0, r["trial"]))
+    space = study_space(study)
+    classes = len(class_set(study.user_attrs["definition"].get("data", {}).get("class_set", "thesis17")))
+    return sorted((trial_row(t, space, classes) for t in front), key=lambda r: (r["size_mb"] or 0, r["trial"]))
 
 
 def best_trial(study: optuna.Study, max_mb: float | None = None, metric: str = "val_micro_auroc") -> FrozenTrial:
@@ -59,8 +67,8 @@ def best_trial(study: optuna.Study, max_mb: float | None = None, metric: str = "
 
 def export_trial(study: optuna.Study, trial: FrozenTrial, out: Path, artifact_dir: Path) -> Path:
     """Write a trial's model directory (model.pt, model.onnx, model.json) from its artifacts."""
-    model_id = trial.user_attrs.get("artifact_model_pt")
-    info_id = trial.user_attrs.get("artifact_model_json")
+    artifacts = trial.user_attrs.get("artifacts", {})
+    model_id, info_id = artifacts.get("model.pt"), artifacts.get("model.json")
     if model_id is None or info_id is None:
         raise LookupError(f"trial {trial.number} has no stored model (it was not trained)")
     store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir))

@@ -125,6 +125,7 @@ def run(
     console.print(
         f"this process ran {report.trials_run} trial(s) ({report.failed} failed)"
         + ("; stopped by SIGTERM" if report.terminated else "")
+        + ("; stopped taking trials: time limit near (SIGUSR1)" if report.stopped_by_deadline else "")
         + f". Pareto front: ecgsearch pareto --study-name {context.study_name}",
         highlight=False,
     )

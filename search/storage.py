@@ -88,13 +88,17 @@ class DatabaseLock:
             self._path = Path(f"{parsed.database}.{hashlib.sha256(name.encode()).hexdigest()[:12]}.lock")
         else:
             self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-            self._connection = None
+            self._session: sqlalchemy.Connection | None = None
+            self._connection: sqlalchemy.Connection | None = None
 
     def acquire(self) -> None:
         if self._engine is not None:
-            self._connection = self._engine.connect()
-            self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
-            self._connection.commit()
+            # One connection for the lock's lifetime: a worker takes it before every trial.
+            if self._session is None:
+                self._session = self._engine.connect()
+            self._session.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+            self._session.commit()
+            self._connection = self._session
         else:
             self._file = open(self._path, "a")  # held until release()
             fcntl.flock(self._file, fcntl.LOCK_EX)
@@ -103,7 +107,6 @@ class DatabaseLock:
         if self._engine is not None and self._connection is not None:
             self._connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
             self._connection.commit()
-            self._connection.close()
             self._connection = None
         elif self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
@@ -114,6 +117,12 @@ class DatabaseLock:
     def held(self) -> bool:
         return self._connection is not None if self._engine is not None else self._file is not None
 
+    def close(self) -> None:
+        self.release()
+        if self._engine is not None and self._session is not None:
+            self._session.close()
+            self._session = None
+
 
 @contextlib.contextmanager
 def database_lock(url: str, name: str) -> Iterator[None]:
@@ -122,4 +131,4 @@ def database_lock(url: str, name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        lock.release()
+        lock.close()

@@ -5,7 +5,8 @@ and waiting ones); a failed trial is replaced by its retry. Counting and creatin
 trial happen under a database lock, released as soon as the trial exists, so any number of
 workers fill a study to exactly ``total``.
 
-A crashing trial (an exception, e.g. out of memory) is recorded FAIL with its reason and
+On SIGUSR1 (Slurm's warning before the time limit) the worker finishes its trial and takes no
+other. A crashing trial (an exception, e.g. out of memory) is recorded FAIL with its reason and
 retried at most ``max_retries`` times. On SIGTERM (scancel, a Slurm time limit) the running
 trial is failed and re-enqueued by the worker itself, and the worker stops; a worker killed
 outright is caught by Optuna's heartbeat, whose callback retries its trial.
@@ -27,6 +28,7 @@ from optuna.trial import TrialState
 
 from ecgnet.runner import DataSpec, load_data
 from ecgsearch.objective import EventCallback, TrialObjective
+from ecgsearch.signals import install_time_warning_handler, time_warning
 from ecgsearch.storage import DatabaseLock
 from ecgsearch.study import SearchContext, create_sampler, enqueue_thesis, open_study
 
@@ -66,10 +68,11 @@ def data_spec_of(context: SearchContext) -> DataSpec:
 
 
 def _study_is_full(study: optuna.Study, total: int) -> bool:
-    trials = study.get_trials(deepcopy=False)
-    if any(t.state == TrialState.WAITING for t in trials):
+    # Counting queries, not a load of every trial: this runs under the lock before each trial.
+    storage, study_id = study._storage, study._study_id
+    if storage.get_n_trials(study_id, TrialState.WAITING):
         return False  # enqueued trials (thesis, retries) are asked for, not created
-    return sum(t.state != TrialState.FAIL for t in trials) >= total
+    return storage.get_n_trials(study_id) - storage.get_n_trials(study_id, TrialState.FAIL) >= total
 
 
 def run_worker(
@@ -105,10 +108,12 @@ def run_worker(
         if state["in_trial"]:
             raise WorkerTerminated("SIGTERM")
 
-    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    # Slurm's --signal=USR1@T: the time limit is T seconds away; finish the trial, take no more.
+    install_time_warning_handler()
+    previous_handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm)}
     try:
         while not state["terminate"]:
-            if should_stop is not None and should_stop():
+            if time_warning.is_set() or (should_stop is not None and should_stop()):
                 report.stopped_by_deadline = True
                 break
             lock.acquire()
@@ -132,7 +137,9 @@ def run_worker(
                 report.failed += 1
                 _record_failure(study, frozen, context)
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        lock.close()
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
     return report
 
 

@@ -99,6 +99,8 @@ def test_trials_record_sizes_metrics_history_logs_and_artifacts(finished) -> Non
     assert attrs["params_count"] == 63_715 and abs(attrs["size_mb"] - 0.278) < 0.001
     assert e18.values == [attrs["val_micro_auroc"], attrs["size_mb"]]
     assert 0.0 <= attrs["test_micro_auroc"] <= 1.0 and len(attrs["history"]) == 1
+    assert set(attrs["val_metrics"]) >= {"micro_auroc", "macro_auroc", "challenge_score"}
+    assert attrs["worker"].endswith(f"pid{attrs['worker'].split('pid')[-1]}")
     assert Path(attrs["log"]).read_text().startswith(f"trial {e18.number} arch")
     meta = optuna.artifacts.get_all_artifact_meta(e18, storage=study._storage)
     assert {m.filename for m in meta} == {"model.pt", "model.json"}
@@ -145,7 +147,8 @@ def test_a_repeated_configuration_is_not_trained_again(tmp_path: Path) -> None:
     repeat = sqlite_study(tmp_path, name).get_trials()[2]
     assert repeat.params == original.params
     assert repeat.user_attrs["repeats_trial"] == original.number and repeat.user_attrs["trained"] is False
-    assert repeat.values == original.values and "train_seconds" not in repeat.user_attrs
+    assert repeat.values == original.values and "training" not in repeat.user_attrs
+    assert repeat.user_attrs["artifacts"] == original.user_attrs["artifacts"]
     assert f"repeats trial {original.number}" in again.stdout
 
 
@@ -158,7 +161,7 @@ def test_trials_over_the_size_budget_are_infeasible_and_never_trained(tmp_path: 
     under = [t for t in trials if t.user_attrs["size_mb"] <= 0.5]
     assert over and under  # E16 (0.81 MB) is over, E18 (0.28 MB) under
     for t in over:
-        assert t.constraints["max_mb"] > 0 and "train_seconds" not in t.user_attrs and t.user_attrs["trained"] is False
+        assert t.constraints["max_mb"] > 0 and "training" not in t.user_attrs and t.user_attrs["trained"] is False
         assert t.values[0] == 0.5 and not (tmp_path / "logs" / f"{name}-trial-{t.number}.log").exists()
     for t in under:
         assert t.constraints["max_mb"] <= 0 and t.user_attrs["trained"] is True

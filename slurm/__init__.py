@@ -1,0 +1,1 @@
+"""Slurm job templates shipped with ecgsearch (rendered by `ecgsearch slurm submit`)."""
