@@ -147,9 +147,13 @@ class TrialObjective:
     def _wait_for_duplicate(self, trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
         """A finished trial with the same key, waiting while a lower-numbered one still runs."""
         study = trial.study
+        first_look = True
         while True:
-            same = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("config_key") == key
-                    and t.number != trial.number]  # fmt: skip
+            # The first look reuses the trials the sampler read moments ago, in this ask, instead
+            # of reading every trial again; waiting for a running duplicate reads fresh ones.
+            trials = study._get_trials(deepcopy=False, use_cache=first_look)
+            first_look = False
+            same = [t for t in trials if t.user_attrs.get("config_key") == key and t.number != trial.number]
             done = [t for t in same if t.state == TrialState.COMPLETE and t.user_attrs.get("trained")]
             if done:
                 return min(done, key=lambda t: t.number)

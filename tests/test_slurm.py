@@ -1,0 +1,150 @@
+"""Worker arrays on the real single-node Slurm that .ci/services.sh starts (4 fake GPUs, 8 CPUs)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from search_helpers import ECGSEARCH, TINY, environment, unique_name
+
+pytestmark = pytest.mark.services
+
+# Small tasks so four fit on the test node at once.
+TASK_SIZE = ["--cpus-per-task", "1", "--mem", "1G"]
+
+
+def slow_definition(tmp_path: Path) -> Path:
+    path = tmp_path / "slow.toml"
+    path.write_text(TINY.read_text().replace("epochs = 1", "epochs = 6").replace("window = 512", "window = 1024"))
+    return path
+
+
+def submit(tmp_path: Path, url: str, name: str, definition: Path, *args: str) -> str:
+    cmd = [*ECGSEARCH, "slurm", "submit", "--study-def", str(definition), "--study-name", name,
+           "--workspace", str(tmp_path / "ws"), *TASK_SIZE, *args]  # fmt: skip
+    result = subprocess.run(cmd, env=environment(url), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def tasks_of(job_id: str) -> list[str]:
+    out = subprocess.run(["timeout", "10", "squeue", "-h", "-r", "-j", job_id, "-o", "%i %T"],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    return out.stdout.strip().splitlines()
+
+
+def wait_until_done(job_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while tasks_of(job_id):
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", job_id], check=False)
+            pytest.fail(f"job {job_id} still running after {timeout} s")
+        time.sleep(1)
+
+
+def job_logs(tmp_path: Path, job_id: str) -> str:
+    return "\n".join(p.read_text() for p in sorted((tmp_path / "ws" / "slurm-logs").glob(f"*-{job_id}_*.out")))
+
+
+def test_dry_run_requests_one_gpu_per_task_and_shows_no_password(postgres_url: str, tmp_path: Path) -> None:
+    password = postgres_url.split(":")[2].split("@")[0]
+    cmd = [*ECGSEARCH, "slurm", "submit", "--study-def", str(TINY), "--workers", "8", "--trials", "50",
+           "--workspace", str(tmp_path / "ws"), "--partition", "gpu", "--time", "02:00:00", "--dry-run"]  # fmt: skip
+    result = subprocess.run(cmd, env=environment(postgres_url), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    script = result.stdout
+    assert "#SBATCH --array=0-7" in script and "#SBATCH --gres=gpu:1" in script
+    assert "#SBATCH --partition=gpu" in script and "#SBATCH --time=02:00:00" in script
+    assert "#SBATCH --signal=B:USR1@600" in script and "\nexec " in script
+    assert password not in script and "postgresql" not in script
+    assert "${ECGSEARCH_STORAGE:?" in script
+
+
+def test_storage_file_must_be_private(postgres_url: str, tmp_path: Path) -> None:
+    secret = tmp_path / "storage-url"
+    secret.write_text(postgres_url)
+    secret.chmod(0o644)
+    cmd = [*ECGSEARCH, "slurm", "submit", "--study-def", str(TINY), "--storage-file", str(secret),
+           "--workspace", str(tmp_path / "ws"), "--dry-run"]  # fmt: skip
+    refused = subprocess.run(cmd, env=environment(None), capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "readable by other users" in refused.stderr
+    secret.chmod(0o600)
+    accepted = subprocess.run(cmd, env=environment(None), capture_output=True, text=True, timeout=300)
+    assert accepted.returncode == 0, accepted.stderr
+    assert f'export ECGSEARCH_STORAGE="$(cat {secret})"' in accepted.stdout
+    assert postgres_url not in accepted.stdout
+
+
+def test_four_workers_fill_the_study_exactly_and_share_the_trials(slurm, postgres_url: str, tmp_path: Path) -> None:
+    name = unique_name("array")
+    started = time.monotonic()
+    job_id = submit(tmp_path, postgres_url, name, slow_definition(tmp_path), "--workers", "4", "--trials", "12")
+    wait_until_done(job_id, 600)
+    elapsed = time.monotonic() - started
+    trials = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
+    assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials), job_logs(tmp_path, job_id)
+    per_task = {}
+    for t in trials:
+        per_task.setdefault(t.user_attrs["worker"].split(":")[-1], []).append(t.number)
+    assert len(per_task) >= 3, per_task  # the array's tasks shared the work
+    counts = sorted(len(v) for v in per_task.values())
+    print(f"\nslurm array: 12 trials, 4 tasks, {elapsed:.0f} s from submit to completion; trials per task {counts}")
+
+
+def test_scancel_of_one_task_mid_trial_is_retried_and_the_study_completes(slurm, postgres_url, tmp_path) -> None:
+    name = unique_name("scancel")
+    job_id = submit(tmp_path, postgres_url, name, slow_definition(tmp_path), "--workers", "4", "--trials", "10")
+    storage = postgres_url
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None:
+        assert time.monotonic() < deadline, "no task 1 trial ever ran"
+        try:
+            running = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:
+            running = []
+        victim = next((t for t in running if t.user_attrs.get("worker", "").endswith(":1")), None)
+        time.sleep(0.3)
+    subprocess.run(["scancel", f"{job_id}_1"], check=True)
+    wait_until_done(job_id, 600)
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    assert trials[victim.number].state == TrialState.FAIL
+    assert trials[victim.number].user_attrs["fail_reason"] == "worker terminated (SIGTERM)"
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == victim.params
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 10
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_a_task_near_its_time_limit_stops_taking_trials(slurm, postgres_url: str, tmp_path: Path) -> None:
+    name = unique_name("limit")
+    # 2-minute limit, warning 100 s before it: the worker stops long before Slurm would kill it.
+    job_id = submit(tmp_path, postgres_url, name, slow_definition(tmp_path), "--workers", "1", "--trials", "200",
+                    "--time", "2", "--stop-margin", "100")  # fmt: skip
+    started = time.monotonic()
+    wait_until_done(job_id, 240)
+    log = job_logs(tmp_path, job_id)
+    assert "stopped taking trials: time limit near" in log, log[-3000:]
+    assert time.monotonic() - started < 115  # ended by itself, not by the limit
+    trials = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) < 200
+    state = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert "JobState=COMPLETED" in state or not state, state
+
+
+def test_slurm_status_reports_tasks_and_progress(slurm, postgres_url: str, tmp_path: Path) -> None:
+    name = unique_name("status")
+    job_id = submit(tmp_path, postgres_url, name, TINY, "--workers", "2", "--trials", "4")
+    status = subprocess.run([*ECGSEARCH, "slurm", "status", "--job", job_id, "--study-name", name],
+                            env=environment(postgres_url), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert f"study {name}:" in status.stdout
+    wait_until_done(job_id, 300)
+    done = subprocess.run([*ECGSEARCH, "slurm", "status", "--job", job_id, "--study-name", name],
+                          env=environment(postgres_url), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "no task is queued or running" in done.stdout and "complete 4" in done.stdout
