@@ -131,7 +131,7 @@ def _prefill(study: optuna.Study, count: int, with_our_attrs: bool) -> None:
     for i in range(count):
         params = {n: (int(rng.integers(d.low, d.high + 1)) if isinstance(d, optuna.distributions.IntDistribution)
                       else d.choices[int(rng.integers(len(d.choices)))]) for n, d in distributions.items()}  # fmt: skip
-        attrs = {"config_key": f"prefill-{i}", "trained": True, "size_mb": 1.0} if with_our_attrs else {}
+        attrs = {"identity": {"config_key": f"prefill-{i}"}, "trained": True, "size_mb": 1.0} if with_our_attrs else {}
         values = [float(rng.uniform(0.6, 0.9)), float(rng.uniform(0.1, 30))]
         trials.append(optuna.create_trial(params=params, distributions=distributions, user_attrs=attrs, values=values))
     study.add_trials(trials)

@@ -22,7 +22,7 @@ from ecgnet.thesis import thesis_experiments
 from ecgnet.train import TrainConfig
 from ecgsearch.space import SearchSpace
 
-__all__ = ["METRICS", "Objective", "StudyDefinition", "load_definition", "shipped_definitions"]
+__all__ = ["METRICS", "Objective", "StudyDefinition", "load_definition", "parse_definition", "shipped_definitions"]
 
 # Figures a trial can optimise: validation metrics of training, and size figures.
 METRICS = {
@@ -102,13 +102,14 @@ def load_definition(name_or_path: str | Path) -> StudyDefinition:
     except tomllib.TOMLDecodeError as exc:
         raise DefinitionError(f"{source}: not valid TOML ({exc})") from None
     try:
-        return _parse(raw, source)
+        return parse_definition(raw, source)
     except (KeyError, TypeError, ValueError) as exc:
         message = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise DefinitionError(f"{source}: {message}") from None
 
 
-def _parse(raw: dict[str, Any], source: str) -> StudyDefinition:
+def parse_definition(raw: dict[str, Any], source: str) -> StudyDefinition:
+    """A definition from already-loaded TOML data (e.g. the copy a study records)."""
     objectives = tuple(Objective(o["metric"], o["direction"]) for o in raw["objectives"])
     for objective in objectives:
         if objective.metric not in METRICS:

@@ -95,11 +95,11 @@ class TrialObjective:
         wants_macs = any(o.metric == "macs" for o in definition.objectives)
         size = describe_size(arch, macs=wants_macs)
         figures = {"size_mb": size.size_mb, "params": float(size.params), "macs": float(size.macs or 0)}
+        # Every attribute is one database round trip: the figures a user sorts by stand alone,
+        # the rest is grouped.
         trial.set_user_attr("size_mb", size.size_mb)
-        trial.set_user_attr("params_count", size.params)
         key = config_key(arch.to_dict(), definition.training.to_dict(), self.data_spec.to_dict())
-        trial.set_user_attr("config_key", key)
-        trial.set_user_attr("worker", WORKER_ID)
+        trial.set_user_attr("identity", {"config_key": key, "worker": WORKER_ID, "params": size.params})
         event = {"trial": trial.number, "thesis": trial.user_attrs.get(THESIS_ATTR), "size_mb": size.size_mb}
         self.on_event({"event": "trial_start", **event, "arch": arch.to_dict()})
 
@@ -114,7 +114,7 @@ class TrialObjective:
         repeated = self._wait_for_duplicate(trial, key)
         if repeated is not None:
             for name, value in repeated.user_attrs.items():
-                if name.startswith(("val_", "test_")) or name in ("artifacts", "history"):
+                if name in ("val_micro_auroc", "test_micro_auroc", "result", "artifacts", "history"):
                     trial.set_user_attr(name, value)
             trial.set_user_attr("repeats_trial", repeated.number)
             trial.set_user_attr("trained", False)
@@ -124,15 +124,15 @@ class TrialObjective:
 
         outcome = self._train(trial, arch)
         val, test = outcome.result.val_metrics, outcome.test_metrics
-        # The headline figure on its own (the dashboard lists it), the rest grouped: every
-        # attribute is one database round trip.
         trial.set_user_attr("val_micro_auroc", val["micro_auroc"])
         trial.set_user_attr("test_micro_auroc", test["micro_auroc"])
-        trial.set_user_attr("val_metrics", {name: val[name] for name in RESULT_ATTRS})
-        trial.set_user_attr("test_metrics", {name: test[name] for name in RESULT_ATTRS})
+        trial.set_user_attr("result", {
+            "val": {name: val[name] for name in RESULT_ATTRS},
+            "test": {name: test[name] for name in RESULT_ATTRS},
+            "training": {"seconds": round(outcome.result.seconds, 2),
+                         "cut_by_time_limit": outcome.result.cut_by_time_limit},
+        })  # fmt: skip
         trial.set_user_attr("trained", True)
-        trial.set_user_attr("training", {"seconds": round(outcome.result.seconds, 2),
-                                         "cut_by_time_limit": outcome.result.cut_by_time_limit})  # fmt: skip
         self._upload(trial, outcome)
         values = self._values({**figures, **{f"val_{k}": val[k] for k in RESULT_ATTRS}})
         self.on_event({"event": "trial_end", **event, "outcome": "trained", "values": values})
@@ -153,7 +153,8 @@ class TrialObjective:
             # of reading every trial again; waiting for a running duplicate reads fresh ones.
             trials = study._get_trials(deepcopy=False, use_cache=first_look)
             first_look = False
-            same = [t for t in trials if t.user_attrs.get("config_key") == key and t.number != trial.number]
+            same = [t for t in trials if t.user_attrs.get("identity", {}).get("config_key") == key
+                    and t.number != trial.number]  # fmt: skip
             done = [t for t in same if t.state == TrialState.COMPLETE and t.user_attrs.get("trained")]
             if done:
                 return min(done, key=lambda t: t.number)

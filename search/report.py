@@ -14,9 +14,9 @@ from typing import Any
 
 import optuna
 import plotly.graph_objects as go
-from optuna.trial import TrialState
 
 from ecgnet.thesis import thesis_experiments
+from ecgsearch.results import feasible_trained
 from ecgsearch.study import THESIS_ATTR
 
 __all__ = ["REFERENCE_AUROC", "REFERENCE_MB", "hypervolume", "hypervolume_history", "report_data", "write_report"]
@@ -44,10 +44,7 @@ def _sweep(points: list[tuple[float, float]], reference: tuple[float, float]) ->
 
 
 def _feasible_trained(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "infeasible" not in t.user_attrs and t.user_attrs.get("val_micro_auroc") is not None
-    ]  # fmt: skip
+    return [t for t in feasible_trained(study) if t.user_attrs.get("val_micro_auroc") is not None]
 
 
 def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:

@@ -12,9 +12,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ecgnet.arch import ArchConfig
 from ecgnet.runner import export_outcome, load_data, train_and_evaluate
-from ecgsearch.definition import StudyDefinition, _parse
+from ecgsearch.definition import StudyDefinition, parse_definition
 from ecgsearch.results import best_trial, export_trial, pareto_rows
 from ecgsearch.run_commands import quiet_optuna
 from ecgsearch.storage import StorageSettings, open_storage, redact, resolve_storage_url
@@ -101,11 +100,11 @@ def export(
     kept = max(outcomes, key=lambda o: o.result.val_metrics["micro_auroc"])
     export_outcome(kept, out, data, spec, config, exported_from={"study": study_name, "trial": chosen.number},
                    retrained={"seeds": [o.seed for o in outcomes], "kept_seed": kept.seed})  # fmt: skip
-    console.print(f"retrained trial {chosen.number} ({ArchConfig.__name__} {arch.blocks}) and exported to {out}")
+    console.print(f"retrained trial {chosen.number} (blocks {list(arch.blocks)}) and exported to {out}")
 
 
 def _definition_of(study: optuna.Study) -> StudyDefinition:
-    return _parse(study.user_attrs["definition"], study.user_attrs.get("definition_source", "study"))
+    return parse_definition(study.user_attrs["definition"], study.user_attrs.get("definition_source", "study"))
 
 
 def dashboard(workspace: Path, storage: str | None, study_name: str, *, host: str, port: int, console: Console) -> None:

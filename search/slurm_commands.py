@@ -76,8 +76,8 @@ def status(job_id: str | None, study_name: str, storage_file: Path | None, *, co
     study = optuna.load_study(study_name=study_name, storage=url)
     counts = collections.Counter(t.state.name for t in study.get_trials(deepcopy=False))
     total = study.user_attrs.get("definition", {}).get("default_trials")
-    workers = collections.Counter(t.user_attrs.get("worker", "?") for t in study.get_trials(deepcopy=False)
-                                  if t.state.name == "COMPLETE")  # fmt: skip
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    workers = collections.Counter(t.user_attrs.get("identity", {}).get("worker", "?") for t in complete)
     console.print(f"study {study_name}: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
                   + (f" (definition's default total {total})" if total else ""), highlight=False)  # fmt: skip
     console.print(f"completed trials per worker: {dict(workers)}", highlight=False)

@@ -96,11 +96,12 @@ def test_trials_record_sizes_metrics_history_logs_and_artifacts(finished) -> Non
     study = sqlite_study(workspace, name)
     e18 = next(t for t in study.get_trials() if t.user_attrs.get("thesis_experiment") == "E18")
     attrs = e18.user_attrs
-    assert attrs["params_count"] == 63_715 and abs(attrs["size_mb"] - 0.278) < 0.001
+    assert attrs["identity"]["params"] == 63_715 and abs(attrs["size_mb"] - 0.278) < 0.001
     assert e18.values == [attrs["val_micro_auroc"], attrs["size_mb"]]
     assert 0.0 <= attrs["test_micro_auroc"] <= 1.0 and len(attrs["history"]) == 1
-    assert set(attrs["val_metrics"]) >= {"micro_auroc", "macro_auroc", "challenge_score"}
-    assert attrs["worker"].endswith(f"pid{attrs['worker'].split('pid')[-1]}")
+    assert set(attrs["result"]["val"]) >= {"micro_auroc", "macro_auroc", "challenge_score"}
+    assert attrs["result"]["val"]["micro_auroc"] == attrs["val_micro_auroc"]
+    assert ":pid" in attrs["identity"]["worker"]  # host:pid outside Slurm
     assert Path(attrs["log"]).read_text().startswith(f"trial {e18.number} arch")
     meta = optuna.artifacts.get_all_artifact_meta(e18, storage=study._storage)
     assert {m.filename for m in meta} == {"model.pt", "model.json"}
@@ -127,8 +128,9 @@ def test_export_best_writes_a_working_model_directory(finished, tmp_path: Path) 
     assert out.returncode == 0, out.stderr
     info = json.loads((tmp_path / "best" / "model.json").read_text())
     study = sqlite_study(workspace, name)
-    best = max(study.get_trials(), key=lambda t: t.user_attrs["val_micro_auroc"])
-    assert info["exported_from"] == {"study": name, "trial": best.number}
+    top = max(t.user_attrs["val_micro_auroc"] for t in study.get_trials())
+    assert info["exported_from"]["study"] == name
+    assert study.get_trials()[info["exported_from"]["trial"]].user_attrs["val_micro_auroc"] == top
     assert (tmp_path / "best" / "model.onnx").stat().st_size > 0
     small = run([*ECGSEARCH, "export", "--best", "--max-mb", "0.1", "--study-name", name, "--workspace",
                  str(workspace), "--out", str(tmp_path / "none")], environment(None))  # fmt: skip
@@ -147,7 +149,7 @@ def test_a_repeated_configuration_is_not_trained_again(tmp_path: Path) -> None:
     repeat = sqlite_study(tmp_path, name).get_trials()[2]
     assert repeat.params == original.params
     assert repeat.user_attrs["repeats_trial"] == original.number and repeat.user_attrs["trained"] is False
-    assert repeat.values == original.values and "training" not in repeat.user_attrs
+    assert repeat.values == original.values and repeat.user_attrs["result"] == original.user_attrs["result"]
     assert repeat.user_attrs["artifacts"] == original.user_attrs["artifacts"]
     assert f"repeats trial {original.number}" in again.stdout
 
@@ -161,7 +163,7 @@ def test_trials_over_the_size_budget_are_infeasible_and_never_trained(tmp_path: 
     under = [t for t in trials if t.user_attrs["size_mb"] <= 0.5]
     assert over and under  # E16 (0.81 MB) is over, E18 (0.28 MB) under
     for t in over:
-        assert t.constraints["max_mb"] > 0 and "training" not in t.user_attrs and t.user_attrs["trained"] is False
+        assert t.constraints["max_mb"] > 0 and "result" not in t.user_attrs and t.user_attrs["trained"] is False
         assert t.values[0] == 0.5 and not (tmp_path / "logs" / f"{name}-trial-{t.number}.log").exists()
     for t in under:
         assert t.constraints["max_mb"] <= 0 and t.user_attrs["trained"] is True

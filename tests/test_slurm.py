@@ -89,7 +89,7 @@ def test_four_workers_fill_the_study_exactly_and_share_the_trials(slurm, postgre
     assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials), job_logs(tmp_path, job_id)
     per_task = {}
     for t in trials:
-        per_task.setdefault(t.user_attrs["worker"].split(":")[-1], []).append(t.number)
+        per_task.setdefault(t.user_attrs["identity"]["worker"].split(":")[-1], []).append(t.number)
     assert len(per_task) >= 3, per_task  # the array's tasks shared the work
     counts = sorted(len(v) for v in per_task.values())
     print(f"\nslurm array: 12 trials, 4 tasks, {elapsed:.0f} s from submit to completion; trials per task {counts}")
@@ -107,7 +107,7 @@ def test_scancel_of_one_task_mid_trial_is_retried_and_the_study_completes(slurm,
             running = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.RUNNING,))
         except KeyError:
             running = []
-        victim = next((t for t in running if t.user_attrs.get("worker", "").endswith(":1")), None)
+        victim = next((t for t in running if t.user_attrs.get("identity", {}).get("worker", "").endswith(":1")), None)
         time.sleep(0.3)
     subprocess.run(["scancel", f"{job_id}_1"], check=True)
     wait_until_done(job_id, 600)
