@@ -90,7 +90,10 @@ def test_four_workers_fill_the_study_exactly_and_share_the_trials(slurm, postgre
     per_task = {}
     for t in trials:
         per_task.setdefault(t.user_attrs["identity"]["worker"].split(":")[-1], []).append(t.number)
-    assert len(per_task) >= 3, per_task  # the array's tasks shared the work
+    # The tasks shared the work (how evenly depends on how fast each task's Python started).
+    assert len(per_task) >= 2 and set(per_task) <= {"0", "1", "2", "3"}, per_task
+    logs = sorted((tmp_path / "ws" / "slurm-logs").glob(f"*-{job_id}_*.out"))
+    assert len(logs) == 4 and all("this process ran" in p.read_text() for p in logs), job_logs(tmp_path, job_id)
     counts = sorted(len(v) for v in per_task.values())
     print(f"\nslurm array: 12 trials, 4 tasks, {elapsed:.0f} s from submit to completion; trials per task {counts}")
 
