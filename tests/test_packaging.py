@@ -34,7 +34,7 @@ def test_ecgnet_sources_never_mention_the_search_side() -> None:
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     # Build from a copy so setuptools' build/ folder never lands in the work tree.
     source = tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md", "ecgnet", "search", "studies"):
+    for name in ("pyproject.toml", "README.md", "ecgnet", "search", "studies", "slurm"):
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
         copy(ROOT / name, source / name)
     out = tmp_path_factory.mktemp("wheel")
@@ -49,9 +49,9 @@ def test_wheel_ships_the_named_architectures_and_both_packages(wheel: zipfile.Zi
     assert "ecgnet/configs/thesis_experiments.toml" in names
     assert {"ecgnet/configs/sph_aha_to_snomed.csv", "ecgnet/configs/challenge2021_weights.csv",
             "ecgnet/configs/challenge2021_LICENSE"} <= names  # fmt: skip
-    assert {"ecgsearch/studies/demo.toml", "ecgsearch/studies/thesis.toml"} <= names
+    assert {"ecgsearch/studies/demo.toml", "ecgsearch/studies/thesis.toml", "ecgsearch/slurm/worker.sbatch"} <= names
     assert "ecgnet/model.py" in names
     assert "ecgsearch/cli.py" in names  # the folder search/ installs as ecgsearch
-    assert not any(n.startswith(("search/", "studies/", "tests/")) for n in names)
+    assert not any(n.startswith(("search/", "studies/", "slurm/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ecgsearch = ecgsearch.cli:app" in wheel.read(entry_points).decode()
