@@ -13,6 +13,7 @@ Table 4.1's micro AUROCs, plus noise.
 
     python bench/bench_search.py                 # both parts (about 10 minutes on 2 cores)
     python bench/bench_search.py --part samplers
+    python bench/bench_search.py --part machinery --studies fresh --workers 1
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _prefill(study: optuna.Study, count: int, with_our_attrs: bool) -> None:
     study.add_trials(trials)
 
 
-def machinery(url: str) -> None:
+def machinery(url: str, studies: list[str], worker_counts: list[int]) -> None:
     print("Part 1: ms per trial per worker (training replaced by a no-op), TPE, 2 objectives, PostgreSQL")
     print(f"{'workers':>7} {'study':>10} {'ours':>8} {'bare':>8} {'ratio':>6}")
     spawn = multiprocessing.get_context("spawn")
@@ -145,21 +146,26 @@ def machinery(url: str) -> None:
         model_dir = _tiny_model_dir(Path(tmp))
         workspace = Path(tmp) / "ws"
         Workspace(workspace).create().synthetic_cache(400, 0)
-        for prefilled in (False, True):
-            for workers in (1, 8):
+        for prefilled in [kind == "prefilled" for kind in studies]:
+            # Filling 2,000 trials takes minutes: one pre-filled study per implementation serves
+            # every worker count (later counts start from 2,000 plus the earlier runs' trials).
+            reused: dict[str, str] = {}
+            for workers in worker_counts:
                 figures = {}
                 for impl in ("ours", "bare"):
-                    name = f"bench-{impl}-{uuid.uuid4().hex[:6]}"
+                    name = reused.get(impl) or f"bench-{impl}-{uuid.uuid4().hex[:6]}"
                     if impl == "ours":
                         context = SearchContext.prepare(load_definition("demo"), Workspace(workspace), url,
                                                         study_name=name)  # fmt: skip
                         study = open_study(context)
                     else:
-                        study = optuna.create_study(study_name=name, storage=open_storage(url, StorageSettings()),
+                        storage = open_storage(url, StorageSettings())
+                        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                                     directions=["maximize", "minimize"])  # fmt: skip
-                    base = PREFILL if prefilled else 0
-                    if prefilled:
+                    if prefilled and impl not in reused:
                         _prefill(study, PREFILL, with_our_attrs=impl == "ours")
+                        reused[impl] = name
+                    base = len(study.get_trials(deepcopy=False))
                     queue = spawn.Queue()
                     per_worker_trials = TRIALS_PER_WORKER_PREFILLED if prefilled else TRIALS_PER_WORKER
                     total = base + workers * per_worker_trials
@@ -250,6 +256,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["all", "machinery", "samplers"], default="all")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--studies", default="fresh,prefilled", help="part 1: fresh, prefilled or both")
+    parser.add_argument("--workers", default="1,8", help="part 1: worker counts, e.g. 1,8")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -257,7 +265,7 @@ def main() -> None:
         url = os.environ.get("ECGSEARCH_STORAGE") or os.environ.get("OPTUNA_STORAGE_URL")
         if not url:
             raise SystemExit("part 1 needs PostgreSQL: set ECGSEARCH_STORAGE (see .ci/services.sh)")
-        machinery(url)
+        machinery(url, args.studies.split(","), [int(n) for n in args.workers.split(",")])
     if args.part in ("all", "samplers"):
         samplers(args.seeds)
     print(json.dumps({"cpu_count": os.cpu_count()}))

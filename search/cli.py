@@ -27,7 +27,7 @@ app.add_typer(data_app, name="data")
 from ecgsearch import cli_study  # noqa: E402 - the study commands live in their own module
 
 app.command("run")(cli_study.run_command)
-app.command("worker")(cli_study.worker_command)
+app.command("worker", help=cli_study.WORKER_HELP)(cli_study.run_command)
 app.command("enqueue-thesis")(cli_study.enqueue_command)
 app.command("pareto")(cli_study.pareto_command)
 app.command("export")(cli_study.export_command)
@@ -169,7 +169,7 @@ def train_command(
 ) -> None:
     """Train one architecture on a cache, score validation and test, export the model."""
     from ecgnet.runner import DataSpec
-    from ecgnet.train import TrainConfig
+    from ecgnet.train_config import TrainConfig
     from ecgsearch.model_commands import resolve_arch, train
 
     spec = DataSpec(str(data), str(split) if split else None, test=test, fold=fold, class_set=class_set)

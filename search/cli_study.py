@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from ecgsearch.run_commands import StudyOptions
-from ecgsearch.storage import STORAGE_ENV, StorageSettings
-from ecgsearch.workspace import DEFAULT_WORKSPACE
+if TYPE_CHECKING:
+    from ecgsearch.run_commands import StudyOptions
 
 __all__ = ["dashboard_command", "enqueue_command", "export_command", "pareto_command", "report_command",
-           "run_command", "worker_command"]  # fmt: skip
+           "run_command"]  # fmt: skip
 
 console = Console()
+# Importing torch and optuna takes seconds: commands import what they use, so `--help` stays instant.
+DEFAULT_WORKSPACE = Path("ecgsearch-work")
 
 Workspace = Annotated[Path, typer.Option(help="Folder for the SQLite study, artifacts and prepared data.")]
 Storage = Annotated[
@@ -38,10 +39,13 @@ Retries = Annotated[int, typer.Option(help="Retries of a trial that crashed, was
 
 def _options(workspace: Path, storage: str | None, study_def: str, study_name: str | None, data: str | None,
              seed: int) -> StudyOptions:  # fmt: skip
+    from ecgsearch.run_commands import StudyOptions
+
     return StudyOptions(workspace, storage, study_def, study_name, data, seed)
 
 
 def run_command(
+    ctx: typer.Context,
     trials: Trials = None,
     study_def: StudyDef = "demo",
     study_name: StudyName = None,
@@ -58,33 +62,16 @@ def run_command(
 ) -> None:
     """Create or resume a study and run its trials in this process, with a live display."""
     from ecgsearch.run_commands import run
+    from ecgsearch.storage import StorageSettings
 
+    # `worker` is this command under another name: a batch job's log gets plain lines, not a live display.
+    out = Console(force_terminal=False) if ctx.info_name == "worker" else console
     settings = StorageSettings(heartbeat_interval, grace_period, max_retries)
     run(_options(workspace, storage, study_def, study_name, data, seed), trials=trials, sampler=sampler,
-        max_mb=max_mb, thesis=thesis, console=console, settings=settings)  # fmt: skip
+        max_mb=max_mb, thesis=thesis, console=out, settings=settings)  # fmt: skip
 
 
-def worker_command(
-    trials: Trials = None,
-    study_def: StudyDef = "demo",
-    study_name: StudyName = None,
-    sampler: Sampler = None,
-    data: Data = None,
-    seed: Seed = 0,
-    max_mb: MaxMb = None,
-    thesis: Thesis = True,
-    workspace: Workspace = DEFAULT_WORKSPACE,
-    storage: Storage = None,
-    heartbeat_interval: Heartbeat = 60,
-    grace_period: Grace = 180,
-    max_retries: Retries = 2,
-) -> None:
-    """One worker of a shared study (what a Slurm job runs): trials until the study is full."""
-    from ecgsearch.run_commands import run
-
-    settings = StorageSettings(heartbeat_interval, grace_period, max_retries)
-    run(_options(workspace, storage, study_def, study_name, data, seed), trials=trials, sampler=sampler,
-        max_mb=max_mb, thesis=thesis, console=Console(force_terminal=False), settings=settings)  # fmt: skip
+WORKER_HELP = "One worker of a shared study (what a Slurm job runs): trials until the study is full."
 
 
 def enqueue_command(
@@ -169,7 +156,7 @@ def slurm_submit_command(
     seed: Seed = 0,
     workspace: Annotated[Path, typer.Option(help="Workspace on a filesystem all nodes share.")] = DEFAULT_WORKSPACE,
     storage_file: Annotated[
-        Path | None, typer.Option(help=f"File (mode 600) holding the storage URL; else ${STORAGE_ENV} is used.")
+        Path | None, typer.Option(help="File (mode 600) holding the storage URL; else $ECGSEARCH_STORAGE is used.")
     ] = None,
     gpus_per_task: Annotated[int, typer.Option(help="GPUs per task.")] = 1,
     cpus_per_task: Annotated[int, typer.Option(help="CPUs per task (torch threads follow).")] = 4,
@@ -200,7 +187,7 @@ def slurm_status_command(
     job: Annotated[str | None, typer.Option(help="The job id `slurm submit` printed.")] = None,
     study_name: Annotated[str, typer.Option(help="The study to count.")] = "thesis",
     storage_file: Annotated[
-        Path | None, typer.Option(help=f"File holding the storage URL (else ${STORAGE_ENV}).")
+        Path | None, typer.Option(help="File holding the storage URL (else $ECGSEARCH_STORAGE).")
     ] = None,
 ) -> None:
     """The array's tasks (squeue) and the study's progress."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgnet.thesis import thesis_experiments
-from ecgnet.train import TrainConfig
+from ecgnet.train_config import TrainConfig
 from ecgsearch.space import SearchSpace
 
 __all__ = ["METRICS", "Objective", "StudyDefinition", "load_definition", "parse_definition", "shipped_definitions"]

@@ -17,7 +17,7 @@ from ecgnet.arch import ArchConfig, ArchConfigError
 from ecgnet.predict import predict_files
 from ecgnet.runner import DataSpec, export_outcome, load_data, summarize_seeds, train_and_evaluate
 from ecgnet.thesis import thesis_experiments
-from ecgnet.train import TrainConfig
+from ecgnet.train_config import TrainConfig
 
 __all__ = ["predict", "resolve_arch", "train"]
 

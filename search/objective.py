@@ -72,11 +72,11 @@ class TrialObjective:
         self.on_event = on_event or (lambda event: None)
         self.before_trial = before_trial or (lambda: None)
         self.artifact_store = optuna.artifacts.FileSystemArtifactStore(str(context.workspace.artifacts))
-        self.current_trial: int | None = None
+        self.current_trial: optuna.Trial | None = None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         self.before_trial()
-        self.current_trial = trial.number
+        self.current_trial = trial
         try:
             return self._run(trial)
         except BaseException as exc:

@@ -132,7 +132,8 @@ def run_worker(
             if objective.current_trial is None:
                 continue
             report.trials_run += 1
-            frozen = study.get_trials(deepcopy=False)[objective.current_trial]
+            # One trial's row, not the whole study: this runs after every trial.
+            frozen = study._storage.get_trial(objective.current_trial._trial_id)
             if frozen.state == TrialState.FAIL:
                 report.failed += 1
                 _record_failure(study, frozen, context)

@@ -19,9 +19,7 @@ from ecgnet.data.cache import prepare_cache
 from ecgnet.data.synth import write_synthetic_dataset
 from ecgsearch.storage import database_lock
 
-__all__ = ["DEFAULT_WORKSPACE", "Workspace", "data_fingerprint"]
-
-DEFAULT_WORKSPACE = Path("ecgsearch-work")
+__all__ = ["Workspace", "data_fingerprint"]
 
 
 @dataclasses.dataclass(frozen=True)

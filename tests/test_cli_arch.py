@@ -1,4 +1,4 @@
-"""`ecgsearch arch list|show` as a user runs it: the installed console script."""
+"""`ecgsearch arch list|show`: the installed console script once, the same app in-process otherwise."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from ecgnet.size import describe_size
 from ecgnet.thesis import thesis_experiments
+from ecgsearch.cli import app
 
 
 def ecgsearch(*args: str) -> subprocess.CompletedProcess[str]:
@@ -19,9 +22,14 @@ def ecgsearch(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def in_process(*args: str):
+    """The CLI without a new interpreter (importing torch again costs seconds per call)."""
+    return CliRunner().invoke(app, list(args))
+
+
 def test_arch_list_json_has_all_experiments_with_measured_and_thesis_figures() -> None:
-    result = ecgsearch("arch", "list", "--json")
-    assert result.returncode == 0, result.stderr
+    result = in_process("arch", "list", "--json")
+    assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [r["name"] for r in rows] == list(thesis_experiments())
     e12 = rows[11]
@@ -45,16 +53,16 @@ def test_arch_list_table_fits_80_columns_and_shows_every_row() -> None:
 
 
 def test_arch_show_is_case_insensitive_and_lists_fields() -> None:
-    result = ecgsearch("arch", "show", "e11")
-    assert result.returncode == 0, result.stderr
+    result = in_process("arch", "show", "e11")
+    assert result.exit_code == 0, result.stderr
     assert "E11: Stem kernel 7" in result.stdout
     assert any(line.split() == ["stem_padding", "7"] for line in result.stdout.splitlines())
-    data = json.loads(ecgsearch("arch", "show", "E11", "--json").stdout)
+    data = json.loads(in_process("arch", "show", "E11", "--json").stdout)
     assert data["arch"]["stem_kernel"] == 7
 
 
 def test_arch_show_unknown_name_is_a_clear_error() -> None:
-    result = ecgsearch("arch", "show", "E19")
-    assert result.returncode == 2
+    result = in_process("arch", "show", "E19")
+    assert result.exit_code == 2
     assert "unknown thesis experiment 'E19'" in result.stderr
     assert "E18" in result.stderr
