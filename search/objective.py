@@ -27,7 +27,7 @@ from ecgnet.runner import DataSpec, LoadedData, export_outcome, train_and_evalua
 from ecgnet.size import describe_size
 from ecgsearch.study import THESIS_ATTR, SearchContext
 
-__all__ = ["TrialObjective", "config_key"]
+__all__ = ["TrialInterrupted", "TrialObjective", "config_key"]
 
 EventCallback = Callable[[dict[str, Any]], None]
 # What an untrained (infeasible) trial reports: chance level, ignored by the samplers.
@@ -44,6 +44,10 @@ DUPLICATE_POLL_SECONDS = 2.0
 # Which process ran a trial: host, and the Slurm array task (or the process id outside Slurm).
 WORKER_ID = f"{socket.gethostname()}:{os.environ.get('SLURM_ARRAY_TASK_ID') or 'pid' + str(os.getpid())}"
 ARTIFACT_FILES = ("model.pt", "model.json")
+
+
+class TrialInterrupted(KeyboardInterrupt):
+    """The worker was told to stop mid-trial (SIGTERM): the trial fails and is retried."""
 
 
 def config_key(arch_dict: dict[str, Any], training: dict[str, Any], data: dict[str, Any]) -> str:
@@ -64,6 +68,7 @@ class TrialObjective:
         max_mb: float | None = None,
         on_event: EventCallback | None = None,
         before_trial: Callable[[], None] | None = None,
+        interrupted: Callable[[], bool] | None = None,
     ) -> None:
         self.context = context
         self.data = data
@@ -71,6 +76,7 @@ class TrialObjective:
         self.max_mb = max_mb
         self.on_event = on_event or (lambda event: None)
         self.before_trial = before_trial or (lambda: None)
+        self.interrupted = interrupted or (lambda: False)
         self.artifact_store = optuna.artifacts.FileSystemArtifactStore(str(context.workspace.artifacts))
         self.current_trial: optuna.Trial | None = None
 
@@ -78,13 +84,21 @@ class TrialObjective:
         self.before_trial()
         self.current_trial = trial
         try:
-            return self._run(trial)
+            values = self._run(trial)
+            self._stop_if_interrupted()
+            return values
         except BaseException as exc:
             # KeyboardInterrupt covers the worker's SIGTERM: the trial fails and is retried.
             reason = "worker terminated (SIGTERM)" if isinstance(exc, KeyboardInterrupt) else repr(exc)
             trial.set_user_attr("fail_reason", reason[:500])
             self.on_event({"event": "trial_end", "trial": trial.number, "outcome": f"FAIL: {reason[:200]}"})
             raise
+
+    def _stop_if_interrupted(self) -> None:
+        # A signal handler's exception can land inside a finalizer (a garbage-collection
+        # callback), where Python prints and drops it; the flag it set is checked here too.
+        if self.interrupted():
+            raise TrialInterrupted("SIGTERM")
 
     def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         definition = self.context.definition
@@ -149,6 +163,7 @@ class TrialObjective:
         study = trial.study
         first_look = True
         while True:
+            self._stop_if_interrupted()
             # The first look reuses the trials the sampler read moments ago, in this ask, instead
             # of reading every trial again; waiting for a running duplicate reads fresh ones.
             trials = study._get_trials(deepcopy=False, use_cache=first_look)
@@ -172,6 +187,7 @@ class TrialObjective:
             log.write(f"trial {trial.number} arch {json.dumps(arch.to_dict())}\n")
 
             def on_progress(event: dict[str, Any]) -> None:
+                self._stop_if_interrupted()
                 if event["event"] == "epoch":
                     history.append({k: v for k, v in event.items() if k != "event"})
                     # Per-epoch metrics go to user attributes: trial.report is unavailable in

@@ -33,7 +33,7 @@ def load_existing_study(workspace: Path, storage: str | None, study_name: str) -
     try:
         return optuna.load_study(study_name=study_name, storage=open_storage(url, StorageSettings())), url
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(url, include_best_trial=False)]
+        names = optuna.get_all_study_names(url)
         typer.echo(f"error: no study {study_name!r} in {redact(url)}; studies there: {names}", err=True)
         raise typer.Exit(2) from None
 

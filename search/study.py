@@ -99,8 +99,13 @@ def open_study(
         "data_fingerprint": data_fingerprint(context.cache),
     }
     with database_lock(context.storage_url, f"create:{context.study_name}"):
-        existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-        if context.study_name not in existing and not create:
+        # One name lookup: a shared storage can hold hundreds of studies, and every worker opens one.
+        try:
+            storage.get_study_id_from_name(context.study_name)
+            exists = True
+        except KeyError:
+            exists = False
+        if not exists and not create:
             raise StudyMismatchError(f"no study {context.study_name!r} in this storage; start it with `ecgsearch run`")
         study = optuna.create_study(
             storage=storage, study_name=context.study_name, directions=directions, sampler=sampler,

@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ecgnet.runner import DataSpec, load_data
-from ecgsearch.objective import EventCallback, TrialObjective
+from ecgsearch.objective import EventCallback, TrialInterrupted, TrialObjective
 from ecgsearch.signals import install_time_warning_handler, time_warning
 from ecgsearch.storage import DatabaseLock
 from ecgsearch.study import SearchContext, create_sampler, enqueue_thesis, open_study
@@ -35,7 +35,7 @@ from ecgsearch.study import SearchContext, create_sampler, enqueue_thesis, open_
 __all__ = ["WorkerReport", "WorkerTerminated", "data_spec_of", "run_worker", "worker_seed"]
 
 
-class WorkerTerminated(KeyboardInterrupt):
+class WorkerTerminated(TrialInterrupted):
     """Raised in the main thread on SIGTERM; Optuna then fails the running trial."""
 
 
@@ -100,7 +100,8 @@ def run_worker(
         state["in_trial"] = True
         lock.release()
 
-    objective = objective_class(context, data, spec, max_mb=max_mb, on_event=on_event, before_trial=release_lock)
+    objective = objective_class(context, data, spec, max_mb=max_mb, on_event=on_event, before_trial=release_lock,
+                                interrupted=lambda: state["terminate"])  # fmt: skip
     report = WorkerReport()
 
     def on_sigterm(signum: int, frame: Any) -> None:
@@ -123,7 +124,7 @@ def run_worker(
             objective.current_trial = None
             try:
                 study.optimize(objective, n_trials=1, catch=(Exception,))
-            except WorkerTerminated:
+            except TrialInterrupted:
                 report.terminated = True
             finally:
                 state["in_trial"] = False
@@ -137,6 +138,8 @@ def run_worker(
             if frozen.state == TrialState.FAIL:
                 report.failed += 1
                 _record_failure(study, frozen, context)
+        # A SIGTERM after the trial's last check: that trial stands, and the worker stops.
+        report.terminated = report.terminated or state["terminate"]
     finally:
         lock.close()
         for signum, handler in previous_handlers.items():

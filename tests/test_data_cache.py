@@ -177,11 +177,12 @@ def test_prepare_killed_mid_run_resumes_and_equals_a_clean_run(tmp_path: Path) -
     proc = subprocess.Popen([sys.executable, "-c", slow])
     parts = parts_dir(killed)
     deadline = time.monotonic() + 60
-    while len(list(parts.glob("chunk-*.npz"))) < 5 and time.monotonic() < deadline:
+    # Finished chunks only: one being written is chunk-NNNNNN.tmp.npz until its rename.
+    while len(list(parts.glob("chunk-??????.npz"))) < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = len(list(parts.glob("chunk-*.npz")))
+    done_before = len(list(parts.glob("chunk-??????.npz")))
     assert 5 <= done_before < 24 and not killed.exists()
 
     report = prepare_cache([data], killed, workers=2, chunk_records=2)
