@@ -15,7 +15,9 @@ __all__ = ["dashboard_command", "enqueue_command", "export_command", "pareto_com
            "run_command"]  # fmt: skip
 
 console = Console()
-# Importing torch and optuna takes seconds: commands import what they use, so `--help` stays instant.
+# Importing torch and optuna takes seconds: commands import what they use, so `--help` stays
+# instant. That is also why the default workspace lives here and help texts spell out
+# $ECGSEARCH_STORAGE rather than importing ecgsearch.workspace or ecgsearch.storage.
 DEFAULT_WORKSPACE = Path("ecgsearch-work")
 
 Workspace = Annotated[Path, typer.Option(help="Folder for the SQLite study, artifacts and prepared data.")]

@@ -32,11 +32,7 @@ from ecgsearch.signals import install_time_warning_handler, time_warning
 from ecgsearch.storage import DatabaseLock
 from ecgsearch.study import SearchContext, create_sampler, enqueue_thesis, open_study
 
-__all__ = ["WorkerReport", "WorkerTerminated", "data_spec_of", "run_worker", "worker_seed"]
-
-
-class WorkerTerminated(TrialInterrupted):
-    """Raised in the main thread on SIGTERM; Optuna then fails the running trial."""
+__all__ = ["WorkerReport", "data_spec_of", "run_worker", "worker_seed"]
 
 
 @dataclasses.dataclass
@@ -107,7 +103,7 @@ def run_worker(
     def on_sigterm(signum: int, frame: Any) -> None:
         state["terminate"] = True
         if state["in_trial"]:
-            raise WorkerTerminated("SIGTERM")
+            raise TrialInterrupted("SIGTERM")  # in the main thread: Optuna fails the running trial
 
     # Slurm's --signal=USR1@T: the time limit is T seconds away; finish the trial, take no more.
     install_time_warning_handler()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -160,9 +163,6 @@ def test_a_repeated_configuration_is_not_trained_again(tmp_path: Path) -> None:
 
 def test_a_sigterm_whose_exception_is_swallowed_still_fails_the_trial(tmp_path: Path) -> None:
     """Python drops a signal handler's exception raised inside a finalizer: the flag must still stop the trial."""
-    import os
-    import signal
-
     from ecgsearch.objective import TrialObjective
     from ecgsearch.worker import run_worker
 
@@ -253,9 +253,6 @@ def test_ecgsearch_run_with_no_arguments_works_on_sqlite_and_stops_cleanly(tmp_p
     The whole demo (30 trials) takes about five minutes here; the test lets one trial finish,
     then stops the run as a scheduler would, with SIGTERM.
     """
-    import signal
-    import subprocess
-    import time
 
     from ecgsearch.storage import open_storage
 
