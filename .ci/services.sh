@@ -4,6 +4,7 @@
 # Debian 12, run as root, no systemd needed. Idempotent.
 #   .ci/services.sh up      # install if needed, configure, start, smoke-test
 #   .ci/services.sh down    # cancel jobs, stop daemons   (PURGE=1 also deletes state/config)
+#   .ci/services.sh pg-restart [SECONDS]   # stop PostgreSQL (fast), stay down SECONDS, start it again
 # After `up`:  source /tmp/ci-services.env   (exports OPTUNA_STORAGE_URL)
 set -euo pipefail
 
@@ -187,7 +188,14 @@ EOF
     [ "${SMOKE:-1}" = 1 ] && smoke
     log "all up; source $ENV_FILE" ;;
   down) down ;;
+  pg-restart)   # an outage for the reliability tests: clients lose their connections, then reconnect
+    bin=$(pgbin)
+    as_pg "$bin/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
+    log "postgres stopped; down for ${2:-0} s"
+    sleep "${2:-0}"
+    as_pg "$bin/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 start >/dev/null
+    log "postgres started" ;;
   status) timeout 5 sinfo -N || true; timeout 5 squeue || true
           as_pg "$(pgbin)/pg_ctl" -D "$PGDATA" status || true ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|pg-restart [SECONDS]" >&2; exit 2 ;;
 esac

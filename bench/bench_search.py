@@ -88,7 +88,8 @@ def _tiny_model_dir(root: Path) -> Path:
 def _ours_worker(url: str, workspace: str, name: str, total: int, model_dir: str, out) -> None:
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    context = SearchContext.prepare(load_definition("demo"), Workspace(Path(workspace)), url, study_name=name)
+    context = SearchContext.prepare(load_definition("demo"), Workspace(Path(workspace)), url, study_name=name,
+                                    requested={"total": total, "thesis": False})  # fmt: skip
     NoTrainObjective.model_dir = Path(model_dir)
     times: list[float] = []
     stamp = [time.perf_counter()]
@@ -99,7 +100,7 @@ def _ours_worker(url: str, workspace: str, name: str, total: int, model_dir: str
             times.append(now - stamp[0])
             stamp[0] = now
 
-    run_worker(context, total, thesis=False, on_event=on_event, objective_class=NoTrainObjective)
+    run_worker(context, on_event=on_event, objective_class=NoTrainObjective)
     out.put(times)
 
 

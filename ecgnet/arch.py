@@ -16,6 +16,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ecgnet.errors import InputError
+
 __all__ = [
     "BASE_STAGE_WIDTHS",
     "CONV_TYPES",
@@ -29,7 +31,7 @@ MIN_BLOCKS_PER_STAGE = 1
 MAX_BLOCKS_PER_STAGE = 4
 
 
-class ArchConfigError(ValueError):
+class ArchConfigError(InputError):
     """An architecture config field holds a value the network cannot be built from."""
 
 

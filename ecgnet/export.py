@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import json
+import pickle
 import platform
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import ecgnet
 from ecgnet.arch import ArchConfig
 from ecgnet.data.labels import ClassSet
 from ecgnet.data.preprocess import DEFAULT_PREPROCESS, PreprocessConfig
+from ecgnet.errors import InputError
 from ecgnet.model import METADATA_INPUTS, ECGResNet
 from ecgnet.size import describe_size
 
@@ -107,13 +110,101 @@ def _json_default(value: object) -> object:
 
 
 def load_model(model_dir: Path | str) -> tuple[ECGResNet, dict[str, Any]]:
-    """The model (CPU, eval mode) and its model.json; weights load with ``weights_only=True``."""
+    """The model (CPU, eval mode) and its model.json; weights load with ``weights_only=True``.
+
+    A missing model.json or model.pt is a ``FileNotFoundError``; a damaged one, or weights that
+    do not fit the architecture model.json describes, an ``InputError`` naming the file.
+    """
     model_dir = Path(model_dir)
     info_path = model_dir / MODEL_JSON
     if not info_path.exists():
         raise FileNotFoundError(f"{model_dir}: not a model directory (no {MODEL_JSON})")
-    info = json.loads(info_path.read_text())
-    model = ECGResNet(ArchConfig.from_dict(info["arch"]))
-    state = torch.load(model_dir / MODEL_PT, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    info = _read_info(info_path)
+    try:
+        model = ECGResNet(ArchConfig.from_dict(info["arch"]))
+    except (InputError, TypeError) as exc:
+        raise InputError(f"{info_path}: its arch cannot be built ({exc}); export the model again") from None
+    if model.config.num_classes != len(info["classes"]["abbreviations"]):
+        raise InputError(
+            f"{info_path}: arch has {model.config.num_classes} outputs but classes name "
+            f"{len(info['classes']['abbreviations'])}; export the model again"
+        )
+    weights_path = model_dir / MODEL_PT
+    if not weights_path.exists():
+        raise FileNotFoundError(f"{model_dir}: no {MODEL_PT} beside {MODEL_JSON}; export the model again")
+    model.load_state_dict(_read_state_dict(weights_path, model))
     return model.eval(), info
+
+
+_REQUIRED_INFO: dict[str, type] = {"arch": dict, "classes": dict, "preprocess": dict, "thresholds": list}
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    """model.json, checked for what loading and prediction read from it."""
+    try:
+        info = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file; export the model again") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); export the model again") from None
+    if not isinstance(info, dict):
+        raise InputError(f"{path}: holds a JSON {type(info).__name__}, expected an object; export the model again")
+    missing = [key for key in _REQUIRED_INFO if not isinstance(info.get(key), _REQUIRED_INFO[key])]
+    if missing:
+        raise InputError(f"{path}: missing or malformed {', '.join(missing)}; export the model again")
+    abbreviations = info["classes"].get("abbreviations")
+    if not isinstance(abbreviations, list) or len(abbreviations) != len(info["thresholds"]):
+        raise InputError(f"{path}: classes.abbreviations and thresholds disagree; export the model again")
+    try:
+        PreprocessConfig(**info["preprocess"])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: malformed preprocess ({exc}); export the model again") from None
+    return info
+
+
+def _read_state_dict(path: Path, model: ECGResNet) -> dict[str, torch.Tensor]:
+    """The tensors of ``path``, checked against ``model`` so a mismatch is one readable line."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only=True allows tensors and plain containers only: any other object could run
+        # code while unpickling, so it stays refused rather than retried with weights_only=False.
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused:
+            raise InputError(
+                f"{path}: not a plain state_dict (it holds {refused[1]}); refused for safety, since weights "
+                "load with weights_only=True; export the model again"
+            ) from None
+        reason = _unpickler_reason(exc)
+        raise InputError(f"{path}: not a readable PyTorch weights file ({reason}); export the model again") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # a cut-off zip archive, an empty file
+        raise InputError(
+            f"{path}: not a readable PyTorch weights file, truncated or corrupt ({_first_line(exc)}); "
+            "export the model again"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path}: holds a {type(state).__name__}, not a state_dict of tensors; export the model again")
+    expected = model.state_dict()
+    problems = [
+        f"{k} is {tuple(state[k].shape)}, the architecture needs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems += [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise InputError(
+            f"{path}: the weights do not fit the architecture in {MODEL_JSON} ({len(problems)} problem(s): {shown})"
+        )
+    return state
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The unpickler's own words from torch's several-paragraph message."""
+    _, _, reason = str(exc).partition("WeightsUnpickler error:")
+    return next((line.strip() for line in reason.splitlines() if line.strip()), _first_line(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

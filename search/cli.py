@@ -49,7 +49,7 @@ def _version_callback(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def app_options(
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
     ] = False,
@@ -191,5 +191,32 @@ def predict_command(
     raise typer.Exit(predict(model_dir, records, as_json=as_json, console=console))
 
 
+def main() -> None:
+    """The console script: a user's mistake or an unreachable database ends in one ``error:`` line.
+
+    Bad flags too (exit 2): a batch job's log should say what was wrong in one greppable line.
+    """
+    try:  # typer carries its own copy of click from 0.26 on
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:
+        from click.exceptions import ClickException, NoArgsIsHelpError
+
+    from ecgsearch.errors import InputError, UserError
+
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        raise SystemExit(2) from None
+    except ClickException as exc:
+        command = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) is not None else ""
+        typer.echo(f"error: {exc.format_message()}{command}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except (UserError, InputError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    app()
+    main()

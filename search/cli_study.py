@@ -19,6 +19,7 @@ console = Console()
 # instant. That is also why the default workspace lives here and help texts spell out
 # $ECGSEARCH_STORAGE rather than importing ecgsearch.workspace or ecgsearch.storage.
 DEFAULT_WORKSPACE = Path("ecgsearch-work")
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 Workspace = Annotated[Path, typer.Option(help="Folder for the SQLite study, artifacts and prepared data.")]
 Storage = Annotated[
@@ -30,13 +31,29 @@ StudyDef = Annotated[str, typer.Option(help="A study definition: a .toml file or
 StudyName = Annotated[str | None, typer.Option(help="Study name (default: the definition's name).")]
 Data = Annotated[str | None, typer.Option(help="A prepared data cache (overrides the definition's data).")]
 Seed = Annotated[int, typer.Option(help="Seed; each worker derives its own sampler seed from it.")]
-Trials = Annotated[int | None, typer.Option(help="The study's total trial count (default: the definition's).")]
-Sampler = Annotated[str | None, typer.Option(help="tpe (default), nsga2, gp or random.")]
-MaxMb = Annotated[float | None, typer.Option(help="Size budget in MB: larger trials are infeasible, never trained.")]
-Thesis = Annotated[bool, typer.Option("--thesis/--no-thesis", help="Enqueue E1-E18 as fixed trials.")]
-Heartbeat = Annotated[int, typer.Option(help="Seconds between a running trial's heartbeats.")]
-Grace = Annotated[int, typer.Option(help="Seconds without heartbeat after which a trial counts as dead.")]
-Retries = Annotated[int, typer.Option(help="Retries of a trial that crashed, was killed or terminated.")]
+# Study settings: recorded when the study is created; later commands follow them, and one that
+# gives another value is refused. So these options have no default of their own here.
+STUDY_SETTING = "Study settings (recorded at creation; later workers must agree)"
+Trials = Annotated[int | None, typer.Option(min=1, rich_help_panel=STUDY_SETTING,
+                   help="The study's total trial count (default: the definition's).")]  # fmt: skip
+RaiseTotal = Annotated[bool, typer.Option(rich_help_panel=STUDY_SETTING,
+                       help="Raise an existing study's total to --trials (recorded in its settings_log).")]  # fmt: skip
+Sampler = Annotated[str | None, typer.Option(rich_help_panel=STUDY_SETTING,
+                    help="tpe, nsga2, gp or random (default: the definition's).")]  # fmt: skip
+MaxMb = Annotated[float | None, typer.Option(rich_help_panel=STUDY_SETTING,
+                  help="Size budget in MB: larger trials are infeasible, never trained (default: none).")]  # fmt: skip
+Thesis = Annotated[bool | None, typer.Option("--thesis/--no-thesis", rich_help_panel=STUDY_SETTING,
+                   help="Enqueue E1-E18 as fixed trials (default: when the definition lists them).")]  # fmt: skip
+Heartbeat = Annotated[int | None, typer.Option(min=1, rich_help_panel=STUDY_SETTING,
+                      help="Seconds between a running trial's heartbeats (default 30).")]  # fmt: skip
+Grace = Annotated[int | None, typer.Option(min=1, rich_help_panel=STUDY_SETTING,
+                  help="Seconds without heartbeat: then a trial is dead and retried (default 90).")]  # fmt: skip
+Retries = Annotated[int | None, typer.Option(min=0, rich_help_panel=STUDY_SETTING,
+                    help="Retries of a trial that crashed, was killed or terminated (default 2).")]  # fmt: skip
+StopAfter = Annotated[int | None, typer.Option(min=1, rich_help_panel=STUDY_SETTING,
+                      help="Stop a worker after this many same-reason failures in a row (default 3).")]  # fmt: skip
+OutageTimeout = Annotated[float, typer.Option(min=0,
+                          help="Seconds to ride out a database outage before the worker gives up.")]  # fmt: skip
 
 
 def _options(workspace: Path, storage: str | None, study_def: str, study_name: str | None, data: str | None,
@@ -55,22 +72,37 @@ def run_command(
     data: Data = None,
     seed: Seed = 0,
     max_mb: MaxMb = None,
-    thesis: Thesis = True,
+    thesis: Thesis = None,
     workspace: Workspace = DEFAULT_WORKSPACE,
     storage: Storage = None,
-    heartbeat_interval: Heartbeat = 60,
-    grace_period: Grace = 180,
-    max_retries: Retries = 2,
+    heartbeat_interval: Heartbeat = None,
+    grace_period: Grace = None,
+    max_retries: Retries = None,
+    stop_after_failures: StopAfter = None,
+    raise_total: RaiseTotal = False,
+    outage_timeout: OutageTimeout = 600.0,
 ) -> None:
     """Create or resume a study and run its trials in this process, with a live display."""
     from ecgsearch.run_commands import run
     from ecgsearch.storage import StorageSettings
 
+    if max_mb is not None and max_mb <= 0:
+        raise typer.BadParameter(f"{max_mb} is not a size: give a budget above 0 MB", param_hint="--max-mb")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise typer.BadParameter(f"{sampler!r} is not one of {', '.join(SAMPLERS)}", param_hint="--sampler")
+    given = {"total": trials, "sampler": sampler, "max_mb": max_mb, "thesis": thesis,
+             "heartbeat_interval": heartbeat_interval, "grace_period": grace_period, "max_retries": max_retries,
+             "max_consecutive_failures": stop_after_failures}  # fmt: skip
+    requested = {key: value for key, value in given.items() if value is not None}
+    defaults = StorageSettings()
+    # The storage needs heartbeat settings at once; the study's own replace them when it is read.
+    settings = StorageSettings(heartbeat_interval or defaults.heartbeat_interval, grace_period or defaults.grace_period,
+                               defaults.max_retries if max_retries is None else max_retries,
+                               outage_timeout)  # fmt: skip
     # `worker` is this command under another name: a batch job's log gets plain lines, not a live display.
     out = Console(force_terminal=False) if ctx.info_name == "worker" else console
-    settings = StorageSettings(heartbeat_interval, grace_period, max_retries)
-    run(_options(workspace, storage, study_def, study_name, data, seed), trials=trials, sampler=sampler,
-        max_mb=max_mb, thesis=thesis, console=out, settings=settings)  # fmt: skip
+    run(_options(workspace, storage, study_def, study_name, data, seed), requested=requested,
+        raise_total=raise_total, console=out, settings=settings)  # fmt: skip
 
 
 WORKER_HELP = "One worker of a shared study (what a Slurm job runs): trials until the study is full."
@@ -151,7 +183,7 @@ def report_command(
 
 def slurm_submit_command(
     workers: Annotated[int, typer.Option(help="Array tasks (workers), one GPU each.")] = 4,
-    trials: Annotated[int, typer.Option(help="The study's total trial count.")] = 200,
+    trials: Annotated[int, typer.Option(min=1, help="The study's total trial count.")] = 200,
     study_def: StudyDef = "thesis",
     study_name: StudyName = None,
     data: Data = None,
@@ -168,21 +200,23 @@ def slurm_submit_command(
     partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
     account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
     max_mb: MaxMb = None,
-    thesis: Thesis = True,
+    thesis: Thesis = None,
+    raise_total: RaiseTotal = False,
     dry_run: Annotated[bool, typer.Option(help="Print the job script instead of submitting it.")] = False,
 ) -> None:
     """Create the study, enqueue E1-E18, and submit a Slurm array of workers; prints the job id."""
     from ecgsearch.slurm_commands import submit
     from ecgsearch.slurm_jobs import JobSpec
 
-    extra = ("--max-mb", str(max_mb)) if max_mb is not None else ()
-    extra += () if thesis else ("--no-thesis",)
+    requested = {"total": trials} | ({"max_mb": max_mb} if max_mb is not None else {})
+    requested |= {"thesis": thesis} if thesis is not None else {}
+    # The workers take every setting from the study that submit creates: their command line names none.
     spec = JobSpec(study_def=study_def, study_name=study_name or "", trials=trials, data=data or "",
                    workspace=str(workspace), workers=workers, seed=seed, gpus_per_task=gpus_per_task,
                    cpus_per_task=cpus_per_task, mem=mem, time_limit=time_limit, stop_margin_s=stop_margin,
-                   partition=partition, account=account, extra_args=extra)  # fmt: skip
+                   partition=partition, account=account)  # fmt: skip
     submit(_options(workspace, None, study_def, study_name, data, seed), spec, storage_file=storage_file,
-           thesis=thesis, dry_run=dry_run, console=console)  # fmt: skip
+           requested=requested, raise_total=raise_total, dry_run=dry_run, console=console)  # fmt: skip
 
 
 def slurm_status_command(

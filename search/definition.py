@@ -2,6 +2,7 @@
 
 A definition is a file, or the name of one shipped in ``ecgsearch.studies`` (``demo``,
 ``thesis``). Its fingerprint is recorded on the study; a worker with another is refused.
+``ecgsearch.definition_schema`` says which keys, types and ranges each section takes.
 
     >>> definition = load_definition("demo")
     >>> definition.training.epochs, [o.metric for o in definition.objectives]
@@ -18,37 +19,43 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from ecgnet.errors import InputError
 from ecgnet.thesis import thesis_experiments
 from ecgnet.train_config import TrainConfig
+from ecgsearch.definition_schema import METRICS, SAMPLER_SETTINGS, DefinitionModel, describe
 from ecgsearch.space import SearchSpace
 
-__all__ = ["METRICS", "Objective", "StudyDefinition", "load_definition", "parse_definition", "shipped_definitions"]
+__all__ = [
+    "METRICS",
+    "DefinitionError",
+    "Objective",
+    "StudyDefinition",
+    "load_definition",
+    "parse_definition",
+    "shipped_definitions",
+]
 
-# Figures a trial can optimise: validation metrics of training, and size figures.
-METRICS = {
-    "val_micro_auroc": "maximize",
-    "val_macro_auroc": "maximize",
-    "val_challenge_score": "maximize",
-    "val_macro_f1": "maximize",
-    "size_mb": "minimize",
-    "params": "minimize",
-    "macs": "minimize",
-}
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
+SAMPLERS = tuple(SAMPLER_SETTINGS)
 
 
-class DefinitionError(ValueError):
+class DefinitionError(InputError):
     """A study definition that cannot be used: names the file and the problem."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
+    """One objective of the study: a metric (a key of ``METRICS``) and its direction."""
+
     metric: str
     direction: str
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyDefinition:
+    """A validated study definition; ``raw`` is the TOML data it came from, as the study records it."""
+
     name: str
     description: str
     source: str
@@ -73,12 +80,14 @@ class StudyDefinition:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def with_data_cache(self, cache: str) -> StudyDefinition:
+        """The same definition on the prepared cache ``cache`` instead of its own data."""
         data = {k: v for k, v in self.data.items() if k != "synthetic"} | {"cache": cache}
         raw = self.raw | {"data": data}
         return dataclasses.replace(self, data=data, raw=raw)
 
 
 def shipped_definitions() -> list[str]:
+    """Names of the definitions shipped in ``ecgsearch.studies``."""
     return sorted(p.name.removesuffix(".toml") for p in resources.files("ecgsearch.studies").iterdir()
                   if p.name.endswith(".toml"))  # fmt: skip
 
@@ -101,46 +110,39 @@ def load_definition(name_or_path: str | Path) -> StudyDefinition:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DefinitionError(f"{source}: not valid TOML ({exc})") from None
-    try:
-        return parse_definition(raw, source)
-    except (KeyError, TypeError, ValueError) as exc:
-        message = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise DefinitionError(f"{source}: {message}") from None
+    return parse_definition(raw, source)
 
 
 def parse_definition(raw: dict[str, Any], source: str) -> StudyDefinition:
-    """A definition from already-loaded TOML data (e.g. the copy a study records)."""
-    objectives = tuple(Objective(o["metric"], o["direction"]) for o in raw["objectives"])
-    for objective in objectives:
-        if objective.metric not in METRICS:
-            raise ValueError(f"unknown objective metric {objective.metric!r}; known: {', '.join(METRICS)}")
-        if objective.direction not in ("maximize", "minimize"):
-            raise ValueError(f"objective {objective.metric}: direction must be maximize or minimize")
-    sampler = dict(raw.get("sampler", {"name": "tpe"}))
-    if sampler.get("name", "tpe") not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler['name']!r}; known: {', '.join(SAMPLERS)}")
-    training_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(raw.get("training", {})) - training_fields
-    if unknown:
-        raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(training_fields)}")
-    space = SearchSpace.from_dict(raw["space"])
-    fixed = tuple(raw.get("fixed_trials", ()))
+    """A definition from already-loaded TOML data (e.g. the copy a study records).
+
+    Raises DefinitionError naming ``source``, the dotted location and the problem.
+    """
+    try:
+        model = DefinitionModel.model_validate(raw)
+    except ValidationError as exc:
+        raise DefinitionError(f"{source}: {describe(exc, DefinitionModel)}") from None
+    try:
+        space = SearchSpace.from_model(model.space)
+    except InputError as exc:
+        raise DefinitionError(f"{source}: {exc}") from None
     experiments = thesis_experiments()
-    for name in fixed:
-        if name not in experiments:
-            raise ValueError(f"fixed trial {name!r} is not a thesis experiment (E1..E18)")
-        space.params_of(experiments[name].config)  # raises when the space cannot express it
-    data = dict(raw.get("data", {}))
+    for i, name in enumerate(model.fixed_trials):
+        try:
+            space.params_of(experiments[name].config)
+        except ValueError as exc:
+            raise DefinitionError(f"{source}: fixed_trials[{i}]: the space cannot express {name}: {exc}") from None
     return StudyDefinition(
-        name=raw["name"],
-        description=raw.get("description", ""),
+        name=model.name,
+        description=model.description,
         source=source,
-        objectives=objectives,
-        sampler=sampler,
+        objectives=tuple(Objective(o.metric, o.direction) for o in model.objectives),
+        sampler=dict(raw.get("sampler", {"name": "tpe"})),
         space=space,
-        training=TrainConfig(**raw.get("training", {})),
-        data=data,
-        fixed_trials=fixed,
-        default_trials=int(raw.get("default_trials", 100)),
+        # Only the keys the file sets, so TrainConfig's own defaults fill the rest.
+        training=TrainConfig(**model.training.model_dump(exclude_unset=True)),
+        data=dict(raw.get("data", {})),
+        fixed_trials=tuple(model.fixed_trials),
+        default_trials=model.default_trials,
         raw=raw,
     )

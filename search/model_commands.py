@@ -18,6 +18,7 @@ from ecgnet.predict import predict_files
 from ecgnet.runner import DataSpec, export_outcome, load_data, summarize_seeds, train_and_evaluate
 from ecgnet.thesis import thesis_experiments
 from ecgnet.train_config import TrainConfig
+from ecgsearch.errors import InputError
 
 __all__ = ["predict", "resolve_arch", "train"]
 
@@ -51,13 +52,18 @@ def train(
     as_json: bool,
     console: Console,
 ) -> None:
+    # With --json, stdout is for the one JSON document (`| jq`); epoch lines go to stderr.
+    progress_console = Console(stderr=True, highlight=False) if as_json else console
     outcomes = []
     for k in range(seeds):
         seed_config = dataclasses.replace(config, seed=config.seed + k)
-        data = load_data(spec, window=config.window, seed=seed_config.seed)
+        try:
+            data = load_data(spec, window=config.window, seed=seed_config.seed)
+        except FileNotFoundError as exc:
+            raise InputError(str(exc)) from None
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[status]}"))  # fmt: skip
-        with Progress(*columns, console=console, disable=as_json) as bar:
+        with Progress(*columns, console=progress_console, disable=as_json) as bar:
             task = bar.add_task(f"seed {seed_config.seed}", total=None, status="")
 
             def on_progress(event: dict[str, Any], task: Any = task) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +23,8 @@ from optuna.trial import TrialState
 
 from ecgnet.runner import DataSpec, LoadedData, export_outcome, train_and_evaluate
 from ecgnet.size import describe_size
-from ecgsearch.study import THESIS_ATTR, SearchContext
+from ecgsearch.optuna_internals import trials_just_read
+from ecgsearch.study import THESIS_ATTR, WORKER_ID, SearchContext
 
 __all__ = ["TrialInterrupted", "TrialObjective", "config_key"]
 
@@ -41,8 +40,6 @@ RESULT_ATTRS = (
     "challenge_score",
 )
 DUPLICATE_POLL_SECONDS = 2.0
-# Which process ran a trial: host, and the Slurm array task (or the process id outside Slurm).
-WORKER_ID = f"{socket.gethostname()}:{os.environ.get('SLURM_ARRAY_TASK_ID') or 'pid' + str(os.getpid())}"
 ARTIFACT_FILES = ("model.pt", "model.json")
 
 
@@ -166,7 +163,7 @@ class TrialObjective:
             self._stop_if_interrupted()
             # The first look reuses the trials the sampler read moments ago, in this ask, instead
             # of reading every trial again; waiting for a running duplicate reads fresh ones.
-            trials = study._get_trials(deepcopy=False, use_cache=first_look)
+            trials = trials_just_read(study, fresh=not first_look)
             first_look = False
             same = [t for t in trials if t.user_attrs.get("identity", {}).get("config_key") == key
                     and t.number != trial.number]  # fmt: skip

@@ -14,6 +14,8 @@ from rich.table import Table
 
 from ecgnet.runner import export_outcome, load_data, train_and_evaluate
 from ecgsearch.definition import StudyDefinition, parse_definition
+from ecgsearch.errors import UserError
+from ecgsearch.optuna_internals import count_trials, trial_by_number
 from ecgsearch.results import best_trial, export_trial, pareto_rows
 from ecgsearch.run_commands import quiet_optuna
 from ecgsearch.storage import StorageSettings, open_storage, redact, resolve_storage_url
@@ -73,11 +75,20 @@ def export(
     console: Console,
 ) -> None:
     study, url = load_existing_study(workspace, storage, study_name)
-    try:
-        chosen = study.get_trials(deepcopy=False)[trial] if trial is not None else best_trial(study, max_mb)
-    except (LookupError, IndexError) as exc:
-        typer.echo(f"error: {exc if isinstance(exc, LookupError) else f'no trial {trial}'}", err=True)
-        raise typer.Exit(2) from None
+    if trial is not None:
+        # Looked up by number, never used as a list index, where -18 would quietly pick a trial.
+        found = trial_by_number(study, trial)
+        if found is None:
+            count = count_trials(study)
+            have = f"trials 0..{count - 1}" if count else "no trials yet"
+            negative = "; trial numbers start at 0" if trial < 0 else ""
+            raise UserError(f"study {study_name!r} has no trial {trial} ({have}){negative}")
+        chosen = found
+    else:
+        try:
+            chosen = best_trial(study, max_mb)
+        except LookupError as exc:
+            raise UserError(str(exc)) from None
     if not retrain:
         try:
             export_trial(study, chosen, out, Path(study.user_attrs["artifact_dir"]))

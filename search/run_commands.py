@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ecgsearch.definition import DefinitionError, load_definition
+from ecgsearch.definition import load_definition
+from ecgsearch.errors import UserError
 from ecgsearch.storage import StorageSettings, redact, resolve_storage_url
-from ecgsearch.study import SearchContext, StudyMismatchError, enqueue_thesis, open_study
+from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_settings
 from ecgsearch.worker import run_worker
 from ecgsearch.workspace import Workspace
 
@@ -33,28 +34,49 @@ class StudyOptions:
     seed: int
 
 
+class _DropTrialFailedRecords(logging.Filter):
+    """Optuna logs a failed trial with its traceback (50 lines for a SIGTERM); our display and
+    the trial's ``fail_reason`` and log file already say why, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Trial ") and " failed with " in record.getMessage())
+
+
+_TRIAL_FAILED_FILTER = _DropTrialFailedRecords()
+
+
 def quiet_optuna() -> None:
-    """Our display replaces Optuna's per-trial log lines and experimental-feature warnings."""
+    """Our display replaces Optuna's per-trial log lines; only the experimental features we use are silenced."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # On the handlers: a logger's own filters do not see records its child loggers emit.
+    for handler in logging.getLogger("optuna").handlers:
+        if _TRIAL_FAILED_FILTER not in handler.filters:
+            handler.addFilter(_TRIAL_FAILED_FILTER)
+    # Knowingly used experimental features: heartbeats and fail_stale_trials, artifacts, set_constraint.
+    for feature in ("heartbeat_interval", "fail_stale_trials", "upload_artifact", "download_artifact",
+                    "get_all_artifact_meta", "set_constraint", "FileSystemArtifactStore",
+                    "set_metric_names"):  # fmt: skip
+        warnings.filterwarnings("ignore", message=f".*{feature}.*", category=optuna.exceptions.ExperimentalWarning)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def search_context(options: StudyOptions, settings: StorageSettings | None = None) -> SearchContext:
+def search_context(
+    options: StudyOptions,
+    settings: StorageSettings | None = None,
+    requested: dict[str, Any] | None = None,
+    raise_total: bool = False,
+) -> SearchContext:
+    """Definition, workspace, storage and data of a study command; user errors end in ``error:``."""
     quiet_optuna()
-    try:
-        definition = load_definition(options.study_def)
-    except DefinitionError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    definition = load_definition(options.study_def)
     workspace = Workspace(options.workspace)
     url = resolve_storage_url(options.storage, options.workspace)
     try:
-        return SearchContext.prepare(definition, workspace, url, study_name=options.study_name,
-                                     data=options.data, seed=options.seed, settings=settings)  # fmt: skip
+        return SearchContext.prepare(definition, workspace, url, study_name=options.study_name, data=options.data,
+                                     seed=options.seed, settings=settings, requested=requested,
+                                     raise_total=raise_total)  # fmt: skip
     except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise UserError(str(exc)) from None
 
 
 class LiveDisplay:
@@ -82,6 +104,17 @@ class LiveDisplay:
                                  status=f"epoch {event['epoch'] + 1}  loss {event['loss']:.4f}")  # fmt: skip
         elif kind == "waiting":
             self.progress.update(self.train_task, status=f"same network as running trial {event['for']}: waiting")
+        elif kind == "reaped":
+            self.progress.console.print(
+                f"failed {event['trials']} trial(s) of worker(s) that stopped beating; their retries follow",
+                highlight=False,
+            )
+        elif kind == "study_waiting":
+            self.progress.console.print(
+                f"the study is at its total; waiting for {event['running']} trial(s) other workers run "
+                "(a retry runs here if one of them dies)",
+                highlight=False,
+            )
         elif kind == "trial_end":
             seconds = time.perf_counter() - self.started.get(event["trial"], time.perf_counter())
             values = event.get("values")
@@ -99,29 +132,27 @@ class LiveDisplay:
 def run(
     options: StudyOptions,
     *,
-    trials: int | None,
-    sampler: str | None,
-    max_mb: float | None,
-    thesis: bool,
+    requested: dict[str, Any],
+    raise_total: bool,
     console: Console,
     settings: StorageSettings | None = None,
 ) -> None:
-    context = search_context(options, settings)
-    total = trials or context.definition.default_trials
+    """Open (or create) the study with the settings given, then run trials with a live display."""
+    context = search_context(options, settings, requested, raise_total)
+    study = open_study(context)
+    for change in context.changes:
+        console.print(f"study {context.study_name}: {change} (recorded in the study's settings_log)", highlight=False)
+    chosen = study_settings(study)
+    budget = f", at most {chosen.max_mb} MB" if chosen.max_mb is not None else ""
     console.print(
-        f"study [bold]{context.study_name}[/bold] ({context.definition.source}), {total} trials, "
-        f"storage {redact(context.storage_url)}, data {context.cache}",
+        f"study [bold]{context.study_name}[/bold] ({context.definition.source}), {chosen.total} trials{budget}, "
+        f"sampler {chosen.sampler}, storage {redact(context.storage_url)}, data {context.cache}",
         highlight=False,
     )
-    try:
-        study = open_study(context)
-    except StudyMismatchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     done = sum(t.state != optuna.trial.TrialState.FAIL for t in study.get_trials(deepcopy=False))
-    display = LiveDisplay(console, total, min(done, total))
+    display = LiveDisplay(console, chosen.total, min(done, chosen.total))
     with display.progress:
-        report = run_worker(context, total, sampler_name=sampler, max_mb=max_mb, thesis=thesis, on_event=display)
+        report = run_worker(context, study=study, on_event=display)
     console.print(
         f"this process ran {report.trials_run} trial(s) ({report.failed} failed)"
         + ("; stopped by SIGTERM" if report.terminated else "")
@@ -129,16 +160,19 @@ def run(
         + f". Pareto front: ecgsearch pareto --study-name {context.study_name}",
         highlight=False,
     )
+    if report.systematic_failure is not None:
+        typer.echo(
+            f"error: {chosen.max_consecutive_failures} trials in a row failed with the same error, so this worker "
+            f"stopped: {report.systematic_failure} (trial logs in {context.workspace.logs})",
+            err=True,
+        )
+        raise typer.Exit(1)
     if report.terminated:
         raise typer.Exit(143)
 
 
 def enqueue(options: StudyOptions, *, console: Console) -> None:
     context = search_context(options)
-    try:
-        study = open_study(context)
-    except StudyMismatchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    study = open_study(context)
     added = enqueue_thesis(study, context)
     console.print(f"enqueued {len(added)} thesis trial(s): {', '.join(added) or 'all were already there'}")

@@ -6,15 +6,18 @@ import collections
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import optuna
 import typer
 from rich.console import Console
 
-from ecgsearch.run_commands import StudyOptions, search_context
+from ecgsearch.errors import UserError
+from ecgsearch.run_commands import StudyOptions, quiet_optuna, search_context
 from ecgsearch.slurm_jobs import JobSpec, render_script, slurm_status, storage_file_problem, submit_script
-from ecgsearch.storage import STORAGE_ENV, redact
-from ecgsearch.study import StudyMismatchError, enqueue_thesis, open_study
+from ecgsearch.storage import STORAGE_ENV, open_storage, redact
+from ecgsearch.study import enqueue_thesis, open_study, study_settings
+from ecgsearch.study_settings import SETTINGS_ATTR
 
 __all__ = ["status", "submit"]
 
@@ -24,35 +27,34 @@ def _storage_url(storage_file: Path | None) -> str | None:
         return os.environ.get(STORAGE_ENV)
     problem = storage_file_problem(str(storage_file))
     if problem:
-        typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(2)
+        raise UserError(problem)
     return storage_file.read_text().strip()
 
 
-def submit(options: StudyOptions, spec: JobSpec, *, storage_file: Path | None, thesis: bool, dry_run: bool,
-           console: Console) -> None:  # fmt: skip
+def submit(options: StudyOptions, spec: JobSpec, *, storage_file: Path | None, requested: dict[str, Any],
+           raise_total: bool, dry_run: bool, console: Console) -> None:  # fmt: skip
+    """Create the study with its settings, enqueue E1-E18, then submit the worker array (or print it)."""
     url = _storage_url(storage_file)
     if url is None and not dry_run:
-        typer.echo(f"error: workers need a shared storage: set {STORAGE_ENV} or give --storage-file", err=True)
-        raise typer.Exit(2)
-    context = search_context(dataclasses.replace(options, storage=url))
+        raise UserError(f"workers need a shared storage: set {STORAGE_ENV} or give --storage-file")
+    context = search_context(dataclasses.replace(options, storage=url), requested=requested, raise_total=raise_total)
     spec = dataclasses.replace(spec, data=str(context.cache), study_name=context.study_name,
                                storage_file=str(storage_file.resolve()) if storage_file else None)  # fmt: skip
     script = render_script(spec)
     if dry_run:
         typer.echo(script)
         return
-    try:
-        study = open_study(context)
-    except StudyMismatchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    added = enqueue_thesis(study, context, list(context.definition.fixed_trials)[: spec.trials]) if thesis else []
+    study = open_study(context)
+    settings = study_settings(study)
+    added = (
+        enqueue_thesis(study, context, list(context.definition.fixed_trials)[: settings.total])
+        if settings.thesis
+        else []
+    )
     try:
         job_id, path = submit_script(script, Path(options.workspace), context.study_name)
     except RuntimeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise UserError(str(exc)) from None
     console.print(
         f"study {context.study_name} on {redact(context.storage_url)}: {len(added)} thesis trial(s) enqueued; "
         f"submitted {path} as job {job_id} ({spec.workers} tasks)",
@@ -72,12 +74,15 @@ def status(job_id: str | None, study_name: str, storage_file: Path | None, *, co
     url = _storage_url(storage_file)
     if url is None:
         return
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=url)
+    quiet_optuna()
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    except KeyError:
+        raise UserError(f"no study {study_name!r} in {redact(url)}") from None
     counts = collections.Counter(t.state.name for t in study.get_trials(deepcopy=False))
-    total = study.user_attrs.get("definition", {}).get("default_trials")
+    total = study.user_attrs.get(SETTINGS_ATTR, {}).get("total")
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     workers = collections.Counter(t.user_attrs.get("identity", {}).get("worker", "?") for t in complete)
     console.print(f"study {study_name}: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
-                  + (f" (definition's default total {total})" if total else ""), highlight=False)  # fmt: skip
+                  + (f" of a total of {total}" if total else ""), highlight=False)  # fmt: skip
     console.print(f"completed trials per worker: {dict(workers)}", highlight=False)

@@ -3,7 +3,8 @@
 Parameters: ``blocks_1``..``blocks_4`` (ints), and categorical ``width_multiplier``,
 ``conv_type``, ``se``, ``bn1``, ``bn2``, ``conv2``, ``stem`` ("kernel/padding"),
 ``block_kernel``, ``metadata_features``, ``dropout``. Categorical choices keep the space finite,
-so equal networks are recognised as equal (see ``ArchConfig.canonical``).
+so equal networks are recognised as equal (see ``ArchConfig.canonical``). The choices are
+checked by ``ecgsearch.definition_schema.SpaceModel``: each one builds a network.
 """
 
 from __future__ import annotations
@@ -12,36 +13,47 @@ import dataclasses
 from typing import Any
 
 import optuna
+from pydantic import ValidationError
 
 from ecgnet.arch import ArchConfig
+from ecgnet.errors import InputError
+from ecgsearch.definition_schema import SpaceModel, describe, parse_stem
 
 __all__ = ["SearchSpace"]
 
-_CATEGORICAL = ("width_multiplier", "conv_type", "se", "bn1", "bn2", "conv2", "stem", "block_kernel",
-                "metadata_features", "dropout")  # fmt: skip
+# In the schema's order, which is the order a trial suggests them in.
+_CATEGORICAL = tuple(name for name in SpaceModel.model_fields if name != "blocks")
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
+    """Blocks per stage in ``blocks_low..blocks_high`` and a tuple of choices per categorical parameter."""
+
     blocks_low: int
     blocks_high: int
     choices: dict[str, tuple[Any, ...]]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
-        missing = [k for k in ("blocks", *_CATEGORICAL) if k not in data]
-        if missing:
-            raise ValueError(f"[space] lacks {', '.join(missing)}")
-        unknown = set(data) - {"blocks", *_CATEGORICAL}
-        if unknown:
-            raise ValueError(f"[space] has unknown parameter(s) {sorted(unknown)}")
-        for name in _CATEGORICAL:
-            if not isinstance(data[name], list) or not data[name]:
-                raise ValueError(f"[space] {name} must be a non-empty list of choices")
-        for stem in data["stem"]:
-            _parse_stem(stem)
-        return cls(int(data["blocks"]["low"]), int(data["blocks"]["high"]),
-                   {name: tuple(data[name]) for name in _CATEGORICAL})  # fmt: skip
+        """The space of a definition's ``[space]`` table; raises InputError naming each bad choice."""
+        try:
+            model = SpaceModel.model_validate(data)
+        except ValidationError as exc:
+            raise InputError(describe(exc, SpaceModel, ("space",))) from None
+        return cls.from_model(model)
+
+    @classmethod
+    def from_model(cls, model: SpaceModel) -> SearchSpace:
+        """The space of an already validated ``[space]``; raises InputError when no network builds."""
+        space = cls(model.blocks.low, model.blocks.high, {name: tuple(getattr(model, name)) for name in _CATEGORICAL})
+        # Each choice builds on its own; this makes sure they also build together, should
+        # ArchConfig ever relate two fields.
+        first = {f"blocks_{i}": space.blocks_low for i in range(1, 5)} | {n: c[0] for n, c in space.choices.items()}
+        try:
+            space.arch_of(first)
+        except InputError as exc:
+            raise InputError(f"space: the first choice of every parameter builds no network ({exc})") from None
+        return space
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         dists: dict[str, optuna.distributions.BaseDistribution] = {
@@ -61,7 +73,7 @@ class SearchSpace:
 
     @staticmethod
     def arch_of(params: dict[str, Any], *, num_classes: int = 17) -> ArchConfig:
-        kernel, padding = _parse_stem(params["stem"])
+        kernel, padding = parse_stem(params["stem"])
         return ArchConfig(
             blocks=tuple(int(params[f"blocks_{i}"]) for i in range(1, 5)),
             width_multiplier=float(params["width_multiplier"]),
@@ -95,11 +107,3 @@ class SearchSpace:
         if arch.stem_channels != ArchConfig.stem_channels or arch.se_reduction != ArchConfig.se_reduction:
             raise ValueError("the space keeps stem_channels and se_reduction at their defaults")
         return params
-
-
-def _parse_stem(stem: str) -> tuple[int, int]:
-    try:
-        kernel, padding = (int(part) for part in str(stem).split("/"))
-    except ValueError:
-        raise ValueError(f"stem choice {stem!r} must be 'kernel/padding', e.g. '15/7'") from None
-    return kernel, padding

@@ -1,29 +1,48 @@
 """Creating, resuming and checking a study; enqueueing the thesis's fixed trials exactly once.
 
 A study records (as user attributes) its definition, the definition's fingerprint, the data
-cache's fingerprint, the artifact directory and the trial total; every worker checks the two
-fingerprints and is refused when they differ.
+cache's fingerprint, the artifact directory and its settings (trial total, size budget, sampler,
+heartbeat; see ``ecgsearch.study_settings``); every worker checks the fingerprints and the
+settings it was given, and is refused when they differ.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
+import socket
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 from ecgnet.thesis import thesis_experiments
 from ecgsearch.definition import StudyDefinition
+from ecgsearch.errors import UserError
 from ecgsearch.storage import StorageSettings, database_lock, open_storage
+from ecgsearch.study_settings import SETTINGS_ATTR, SETTINGS_LOG_ATTR, StudySettings, log_entry, settle
 from ecgsearch.workspace import Workspace, data_fingerprint
 
-__all__ = ["SearchContext", "StudyMismatchError", "create_sampler", "enqueue_thesis", "open_study"]
+__all__ = [
+    "SearchContext",
+    "StudyMismatchError",
+    "create_sampler",
+    "default_settings",
+    "enqueue_thesis",
+    "open_study",
+    "study_settings",
+    "worker_seed",
+]
 
 THESIS_ATTR = "thesis_experiment"
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 3
+# Which process ran a trial: host, and the Slurm array task (or the process id outside Slurm).
+WORKER_ID = f"{socket.gethostname()}:{os.environ.get('SLURM_ARRAY_TASK_ID') or 'pid' + str(os.getpid())}"
 
 
-class StudyMismatchError(RuntimeError):
+class StudyMismatchError(UserError):
     """A worker's definition or data differs from the study's."""
 
 
@@ -38,6 +57,10 @@ class SearchContext:
     cache: Path
     seed: int = 0
     settings: StorageSettings = dataclasses.field(default_factory=StorageSettings)
+    # The study settings this command gave explicitly (see ecgsearch.study_settings).
+    requested: dict[str, Any] = dataclasses.field(default_factory=dict)
+    raise_total: bool = False
+    changes: list[str] = dataclasses.field(default_factory=list)  # what opening the study changed
 
     @classmethod
     def prepare(
@@ -50,6 +73,8 @@ class SearchContext:
         data: str | None = None,
         seed: int = 0,
         settings: StorageSettings | None = None,
+        requested: dict[str, Any] | None = None,
+        raise_total: bool = False,
     ) -> SearchContext:
         """Resolve the data cache (preparing synthetic data once) and the study name."""
         workspace.create()
@@ -68,10 +93,11 @@ class SearchContext:
             synthetic = definition.data["synthetic"]
             cache = workspace.synthetic_cache(int(synthetic["records"]), int(synthetic.get("seed", 0)))
         return cls(definition, workspace, storage_url, study_name or definition.name, cache, seed,
-                   settings or StorageSettings())  # fmt: skip
+                   settings or StorageSettings(), dict(requested or {}), raise_total)  # fmt: skip
 
 
 def create_sampler(definition: StudyDefinition, name: str | None, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The sampler ``name`` (default: the definition's) with the definition's sampler settings."""
     settings = {k: v for k, v in definition.sampler.items() if k != "name"}
     name = name or definition.sampler.get("name", "tpe")
     if name == "tpe":
@@ -87,10 +113,29 @@ def create_sampler(definition: StudyDefinition, name: str | None, seed: int | No
     raise ValueError(f"unknown sampler {name!r}; known: tpe, nsga2, gp, random")
 
 
+def default_settings(definition: StudyDefinition, storage: StorageSettings) -> StudySettings:
+    """A new study's settings before the user's flags: the definition's, then ecgsearch's defaults."""
+    return StudySettings(
+        total=definition.default_trials, max_mb=None, sampler=definition.sampler.get("name", "tpe"),
+        thesis=bool(definition.fixed_trials), heartbeat_interval=storage.heartbeat_interval,
+        grace_period=storage.grace_period, max_retries=storage.max_retries,
+        max_consecutive_failures=DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    )  # fmt: skip
+
+
+def study_settings(study: optuna.Study) -> StudySettings:
+    """The settings a study recorded when it was created (or last raised its total)."""
+    return StudySettings.from_dict(study.user_attrs[SETTINGS_ATTR])
+
+
 def open_study(
     context: SearchContext, *, sampler: optuna.samplers.BaseSampler | None = None, create: bool = True
 ) -> optuna.Study:
-    """Create the study (recording its definition and data) or load it and check both."""
+    """Create the study (recording its definition, data and settings) or load it and check all three.
+
+    The study's heartbeat settings are applied to this process's storage, and its sampler is
+    used unless ``sampler`` is given.
+    """
     storage = open_storage(context.storage_url, context.settings)
     definition = context.definition
     directions = [o.direction for o in definition.objectives]
@@ -98,7 +143,7 @@ def open_study(
         "definition_fingerprint": definition.fingerprint(),
         "data_fingerprint": data_fingerprint(context.cache),
     }
-    with database_lock(context.storage_url, f"create:{context.study_name}"):
+    with database_lock(context.storage_url, f"create:{context.study_name}", guard=storage.guard):
         # One name lookup: a shared storage can hold hundreds of studies, and every worker opens one.
         try:
             storage.get_study_id_from_name(context.study_name)
@@ -107,12 +152,17 @@ def open_study(
             exists = False
         if not exists and not create:
             raise StudyMismatchError(f"no study {context.study_name!r} in this storage; start it with `ecgsearch run`")
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(context.study_name)) if exists else {}
+        # A study whose creator died before recording anything is set up afresh.
+        initialised = "definition_fingerprint" in attrs
+        if initialised:
+            # Checked before anything is written: a refused worker leaves the study as it was.
+            _check_fingerprints(context.study_name, attrs, expected)
         study = optuna.create_study(
             storage=storage, study_name=context.study_name, directions=directions, sampler=sampler,
             load_if_exists=True,
         )  # fmt: skip
-        attrs = study.user_attrs
-        if "definition_fingerprint" not in attrs:
+        if not initialised:
             study.set_metric_names([o.metric for o in definition.objectives])
             study.set_user_attr("definition", json.loads(json.dumps(definition.raw)))
             study.set_user_attr("definition_source", definition.source)
@@ -120,15 +170,35 @@ def open_study(
             study.set_user_attr("artifact_dir", str(context.workspace.artifacts.resolve()))
             for key, value in expected.items():
                 study.set_user_attr(key, value)
-            return study
+        recorded = StudySettings.from_dict(attrs[SETTINGS_ATTR]) if SETTINGS_ATTR in attrs else None
+        settings, changes = settle(recorded, default_settings(definition, context.settings), context.requested,
+                                   raise_total=context.raise_total, study_name=context.study_name)  # fmt: skip
+        if recorded is None or changes:
+            study.set_user_attr(SETTINGS_ATTR, settings.to_dict())
+        if changes:
+            log = list(attrs.get(SETTINGS_LOG_ATTR, [])) + [log_entry(change, WORKER_ID) for change in changes]
+            study.set_user_attr(SETTINGS_LOG_ATTR, log)
+            context.changes = changes
+    storage.configure_heartbeat(settings.heartbeat_interval, settings.grace_period, settings.max_retries)
+    if sampler is None:
+        study.sampler = create_sampler(definition, settings.sampler, worker_seed(context.seed))
+    return study
+
+
+def _check_fingerprints(study_name: str, attrs: dict, expected: dict[str, str]) -> None:
     for key, value in expected.items():
-        if attrs[key] != value:
+        if attrs.get(key) != value:
             what = "study definition" if key.startswith("definition") else "data cache"
             raise StudyMismatchError(
-                f"study {context.study_name!r} was created with another {what} ({key} {attrs[key]}, "
+                f"study {study_name!r} was created with another {what} ({key} {attrs.get(key)}, "
                 f"this worker has {value}); use the same --study-def and --data, or another --study-name"
             )
-    return study
+
+
+def worker_seed(seed: int) -> int:
+    """Each worker's own sampler seed, derived from the run's seed and where the worker runs."""
+    where = f"{seed}:{socket.gethostname()}:{os.environ.get('SLURM_ARRAY_TASK_ID', '')}:{os.getpid()}"
+    return int.from_bytes(hashlib.sha256(where.encode()).digest()[:4], "big")
 
 
 def enqueue_thesis(study: optuna.Study, context: SearchContext, names: list[str] | None = None) -> list[str]:

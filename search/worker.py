@@ -8,17 +8,20 @@ workers fill a study to exactly ``total``.
 On SIGUSR1 (Slurm's warning before the time limit) the worker finishes its trial and takes no
 other. A crashing trial (an exception, e.g. out of memory) is recorded FAIL with its reason and
 retried at most ``max_retries`` times. On SIGTERM (scancel, a Slurm time limit) the running
-trial is failed and re-enqueued by the worker itself, and the worker stops; a worker killed
-outright is caught by Optuna's heartbeat, whose callback retries its trial.
+trial is failed and re-enqueued by the worker itself, and the worker stops.
+
+Dead workers never block a study: before each trial, under the lock, RUNNING trials whose
+heartbeat stopped for longer than the grace period are failed and their retries enqueued
+(same parameters). A worker that finds the study at its total while other workers' trials
+still run waits for them rather than leaving, so a retry always finds a worker; it leaves when
+no trial runs. When ``max_consecutive_failures`` trials in a row fail for the same reason, the
+worker stops and says why instead of burning its allocation on a loop of failures.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,28 +31,32 @@ from optuna.trial import TrialState
 
 from ecgnet.runner import DataSpec, load_data
 from ecgsearch.objective import EventCallback, TrialInterrupted, TrialObjective
+from ecgsearch.optuna_internals import count_trials, storage_backend, trial_row
+from ecgsearch.retry import RetryFailedTrial
 from ecgsearch.signals import install_time_warning_handler, time_warning
 from ecgsearch.storage import DatabaseLock
-from ecgsearch.study import SearchContext, create_sampler, enqueue_thesis, open_study
+from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_settings
 
-__all__ = ["WorkerReport", "data_spec_of", "run_worker", "worker_seed"]
+__all__ = ["WorkerReport", "data_spec_of", "run_worker"]
+
+# How long a full study's worker waits between looks at trials other workers are running.
+MAX_WAIT_POLL_SECONDS = 10.0
 
 
 @dataclasses.dataclass
 class WorkerReport:
+    """What one worker did, for the command line's summary and exit code."""
+
     trials_run: int = 0
     failed: int = 0
     terminated: bool = False
     stopped_by_deadline: bool = False
-
-
-def worker_seed(seed: int) -> int:
-    """Each worker's own sampler seed, derived from the run's seed and where the worker runs."""
-    where = f"{seed}:{socket.gethostname()}:{os.environ.get('SLURM_ARRAY_TASK_ID', '')}:{os.getpid()}"
-    return int.from_bytes(hashlib.sha256(where.encode()).digest()[:4], "big")
+    reaped: int = 0  # trials of dead workers this worker failed (their retries follow)
+    systematic_failure: str | None = None  # the reason shared by the failures that stopped it
 
 
 def data_spec_of(context: SearchContext) -> DataSpec:
+    """The data a study's trials train on, from its definition's ``[data]``."""
     data = context.definition.data
     return DataSpec(
         cache=str(context.cache),
@@ -63,42 +70,58 @@ def data_spec_of(context: SearchContext) -> DataSpec:
     )
 
 
-def _study_is_full(study: optuna.Study, total: int) -> bool:
-    # Counting queries, not a load of every trial: this runs under the lock before each trial.
-    storage, study_id = study._storage, study._study_id
-    if storage.get_n_trials(study_id, TrialState.WAITING):
-        return False  # enqueued trials (thesis, retries) are asked for, not created
-    return storage.get_n_trials(study_id) - storage.get_n_trials(study_id, TrialState.FAIL) >= total
+def _fill_state(study: optuna.Study, total: int) -> str:
+    """``open`` (a trial to run), ``full`` (done: ``total`` trials, none running) or ``wait``.
+
+    ``wait``: the study is at its total but other workers still run trials; one of them may die,
+    and its retry must find a worker, so this one waits instead of leaving.
+    """
+    if count_trials(study, TrialState.WAITING):
+        return "open"  # enqueued trials (thesis, retries) are asked for, not created
+    if count_trials(study) - count_trials(study, TrialState.FAIL) < total:
+        return "open"
+    return "wait" if count_trials(study, TrialState.RUNNING) else "full"
+
+
+def _reap_dead_trials(study: optuna.Study) -> int:
+    """Fail the RUNNING trials whose worker stopped beating; Optuna's callback enqueues their retries."""
+    before = count_trials(study, TrialState.FAIL)
+    optuna.storages.fail_stale_trials(study)
+    return count_trials(study, TrialState.FAIL) - before
 
 
 def run_worker(
     context: SearchContext,
-    total: int,
     *,
-    sampler_name: str | None = None,
-    max_mb: float | None = None,
-    thesis: bool = True,
+    study: optuna.Study | None = None,
     on_event: EventCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     objective_class: type[TrialObjective] = TrialObjective,
 ) -> WorkerReport:
-    """Run trials in this process until the study holds ``total`` trials (or a stop is asked)."""
-    sampler = create_sampler(context.definition, sampler_name, worker_seed(context.seed))
-    study = open_study(context, sampler=sampler)
-    if thesis:
-        enqueue_thesis(study, context, list(context.definition.fixed_trials)[:total])
+    """Run trials in this process until the study holds its total (or a stop is asked).
+
+    Total, size budget, sampler and heartbeat come from the study's settings (``open_study``);
+    pass ``study`` when the caller opened it already (one storage, one connection pool).
+    """
+    on_event = on_event or (lambda event: None)
+    study = study or open_study(context)
+    settings = study_settings(study)
+    if settings.thesis:
+        enqueue_thesis(study, context, list(context.definition.fixed_trials)[: settings.total])
     spec = data_spec_of(context)
     data = load_data(spec, window=context.definition.training.window, seed=context.definition.training.seed)
-    lock = DatabaseLock(context.storage_url, f"ask:{study.study_name}")
+    lock = DatabaseLock(context.storage_url, f"ask:{study.study_name}", getattr(storage_backend(study), "guard", None))
     state = {"in_trial": False, "terminate": False}
 
     def release_lock() -> None:
         state["in_trial"] = True
         lock.release()
 
-    objective = objective_class(context, data, spec, max_mb=max_mb, on_event=on_event, before_trial=release_lock,
-                                interrupted=lambda: state["terminate"])  # fmt: skip
+    objective = objective_class(context, data, spec, max_mb=settings.max_mb, on_event=on_event,
+                                before_trial=release_lock, interrupted=lambda: state["terminate"])  # fmt: skip
     report = WorkerReport()
+    recent_failures: list[str] = []
+    poll = max(1.0, min(float(settings.heartbeat_interval), MAX_WAIT_POLL_SECONDS))
 
     def on_sigterm(signum: int, frame: Any) -> None:
         state["terminate"] = True
@@ -108,15 +131,28 @@ def run_worker(
     # Slurm's --signal=USR1@T: the time limit is T seconds away; finish the trial, take no more.
     install_time_warning_handler()
     previous_handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm)}
+    waiting_shown = False
     try:
         while not state["terminate"]:
             if time_warning.is_set() or (should_stop is not None and should_stop()):
                 report.stopped_by_deadline = True
                 break
             lock.acquire()
-            if _study_is_full(study, total):
+            reaped = _reap_dead_trials(study)
+            report.reaped += reaped
+            if reaped:
+                on_event({"event": "reaped", "trials": reaped})
+            fill = _fill_state(study, settings.total)
+            if fill != "open":
                 lock.release()
-                break
+                if fill == "full":
+                    break
+                if not waiting_shown:
+                    on_event({"event": "study_waiting", "running": count_trials(study, TrialState.RUNNING)})
+                    waiting_shown = True
+                time.sleep(poll)
+                continue
+            waiting_shown = False
             objective.current_trial = None
             try:
                 study.optimize(objective, n_trials=1, catch=(Exception,))
@@ -130,10 +166,20 @@ def run_worker(
                 continue
             report.trials_run += 1
             # One trial's row, not the whole study: this runs after every trial.
-            frozen = study._storage.get_trial(objective.current_trial._trial_id)
-            if frozen.state == TrialState.FAIL:
-                report.failed += 1
-                _record_failure(study, frozen, context)
+            frozen = trial_row(study, objective.current_trial)
+            if frozen.state != TrialState.FAIL:
+                recent_failures.clear()
+                continue
+            report.failed += 1
+            reason = frozen.user_attrs.get("fail_reason", "unknown")
+            _record_failure(study, frozen, context, settings.max_retries)
+            if report.terminated or state["terminate"]:
+                continue
+            recent_failures.append(reason)
+            if (len(recent_failures) >= settings.max_consecutive_failures
+                    and len(set(recent_failures[-settings.max_consecutive_failures:])) == 1):  # fmt: skip
+                report.systematic_failure = reason
+                break
         # A SIGTERM after the trial's last check: that trial stands, and the worker stops.
         report.terminated = report.terminated or state["terminate"]
     finally:
@@ -143,9 +189,10 @@ def run_worker(
     return report
 
 
-def _record_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial, context: SearchContext) -> None:
-    """Enqueue a failed trial's retry (Optuna's retry rule, at most N times) and log why it failed."""
-    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=context.settings.max_retries)(study, trial)
+def _record_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial, context: SearchContext,
+                    max_retries: int) -> None:  # fmt: skip
+    """Enqueue a failed trial's retry (at most ``max_retries`` per trial) and log why it failed."""
+    RetryFailedTrial(max_retries)(study, trial)
     log = context.workspace.logs / f"{context.study_name}-trial-{trial.number}.log"
     with open(log, "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} FAIL: {trial.user_attrs.get('fail_reason', 'unknown')}\n")

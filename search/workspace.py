@@ -13,9 +13,8 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-import h5py
-
 from ecgnet.data.cache import prepare_cache
+from ecgnet.data.cache_reader import open_cache_file
 from ecgnet.data.synth import write_synthetic_dataset
 from ecgsearch.storage import database_lock
 
@@ -56,9 +55,12 @@ class Workspace:
 
 
 def data_fingerprint(cache: Path | str) -> str:
-    """Hash of the cache's records and preprocessing (names, lengths, codes), not of its path."""
+    """Hash of the cache's records and preprocessing (names, lengths, codes), not of its path.
+
+    A truncated, empty or foreign cache is an ``InputError`` naming it.
+    """
     digest = hashlib.sha256()
-    with h5py.File(cache, "r") as f:
+    with open_cache_file(cache) as f:
         digest.update(str(f.attrs["preprocess"]).encode())
         for key in ("names", "lengths", "codes", "sources"):
             digest.update(f[key][()].tobytes() if f[key].dtype.kind != "O" else "\n".join(f[key].asstr()[()]).encode())

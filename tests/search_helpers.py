@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
 
 TINY = Path(__file__).parent / "fixtures" / "studies" / "tiny.toml"
 ECGSEARCH = [sys.executable, "-m", "ecgsearch.cli"]
@@ -32,3 +38,29 @@ def environment(storage_url: str | None, **extra: str) -> dict[str, str]:
 
 def run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def running_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return load(url, name).get_trials(states=(TrialState.RUNNING,))
+    except KeyError:  # not created yet
+        return []
+
+
+def slow_definition(tmp_path: Path) -> Path:
+    """The tiny study with trials long enough (a few seconds) to be killed in the middle."""
+    path = tmp_path / "slow.toml"
+    path.write_text(TINY.read_text().replace("epochs = 1", "epochs = 6").replace("window = 512", "window = 1024"))
+    return path

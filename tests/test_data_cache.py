@@ -124,7 +124,7 @@ def test_single_flat_lead_stays_flat(prepared) -> None:
     assert np.all(store.signal(index)[4] == 0)
 
 
-def test_metadata_and_labels_from_cache(prepared) -> None:
+def test_cache_metadata_labels_and_info_counts_match_the_records(prepared) -> None:
     _, cache, _ = prepared
     store = ECGCache(cache)
     names = list(store.table["name"])
@@ -134,9 +134,24 @@ def test_metadata_and_labels_from_cache(prepared) -> None:
     labels = store.labels("thesis17")
     assert labels[names.index("SPH_A00001")].nonzero()[0].tolist() == [1, 7]  # SB, AF
     info = store.info("thesis17")
-    assert info["per_source"]["SPH"] == 3
-    # E07500 (67741000119109, SB)... has SB; JS20000 has STach/PAC; none of these is unlabeled
-    assert info["unlabeled"] == int((~labels.any(axis=1)).sum())
+    assert info["records"] == 10
+    assert info["per_source"] == {"CPSC": 2, "G12EC": 1, "INCART": 1, "Ningbo": 1, "PTB": 1, "PTB-XL": 1, "SPH": 3}
+    # SR: HR06000, SPH_A00002 and the four odd records (written with #Dx: 426783006)
+    assert {k: v for k, v in info["per_class"].items() if v} == {
+        "SR": 6, "SB": 2, "TAb": 1, "STach": 1, "RBBB": 1, "AF": 1, "PAC": 1
+    }  # fmt: skip
+    assert info["unlabeled"] == 0  # every record has a thesis17 class
+
+
+def test_info_counts_a_record_with_no_class_of_the_set_as_unlabeled(tmp_path: Path) -> None:
+    for name in GOOD:
+        copy_record(name, tmp_path / "data")
+    # 17338001 (ventricular premature beats) is a Challenge class but not one of the thesis's 17.
+    write_cinc(tmp_path / "data", "A0200", real_signal(), comments="#Age: 60\n#Sex: Female\n#Dx: 17338001\n")
+    prepare_cache([tmp_path / "data"], tmp_path / "ecg.h5", workers=1)
+    store = ECGCache(tmp_path / "ecg.h5")
+    assert store.info("thesis17")["unlabeled"] == 1
+    assert store.info("challenge2021")["unlabeled"] == 0
 
 
 def cache_content(path: Path) -> dict[str, np.ndarray]:
@@ -204,7 +219,7 @@ def test_resume_with_different_inputs_starts_over(tmp_path: Path) -> None:
     assert report.records == 3 and report.resumed_chunks == 0
 
 
-def test_cli_prepare_and_info(tmp_path: Path) -> None:
+def test_cli_prepare_reports_records_and_duplicates_as_json_and_info_reads_the_cache(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for name in GOOD:
         copy_record(name, data)

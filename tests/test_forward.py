@@ -21,11 +21,33 @@ def test_forward_accepts_record_lengths(name: str, samples: int) -> None:
     assert torch.isfinite(logits).all()
 
 
-def test_batch_of_one_in_eval_and_train_mode() -> None:
+def test_batch_of_one_runs_in_eval_mode_and_trains_on_batch_statistics_in_train_mode() -> None:
+    torch.manual_seed(0)
     model = ECGResNet(ArchConfig(width_multiplier=0.25))
-    model.eval()
+    signal, metadata = torch.randn(1, 12, 4096), torch.rand(1, 3)
     with torch.no_grad():
-        assert model(torch.randn(1, 12, 4096), torch.rand(1, 3)).shape == (1, 17)
+        evaluated = model.eval()(signal, metadata)
+    assert evaluated.shape == (1, 17) and torch.isfinite(evaluated).all()
+
+    # BatchNorm1d normalises over batch and time, so one long record is enough statistics.
+    model.train()
+    running_mean = model.bn1.running_mean.clone()
+    trained = model(signal, metadata)
+    assert trained.shape == (1, 17) and torch.isfinite(trained).all()
+    assert not torch.allclose(trained, evaluated)  # batch statistics, not the running ones
+    assert not torch.equal(model.bn1.running_mean, running_mean)
+    trained.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_batch_of_one_too_short_for_train_mode_batchnorm_is_an_error_but_evaluates() -> None:
+    model = ECGResNet(ArchConfig(width_multiplier=0.25))
+    signal, metadata = torch.randn(1, 12, 32), torch.rand(1, 3)
+    # 32 samples shrink to one time step by the last stage: one value per channel to normalise.
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        model.train()(signal, metadata)
+    with torch.no_grad():
+        assert model.eval()(signal, metadata).shape == (1, 17)  # running statistics need no batch
 
 
 def test_metadata_is_required_only_when_the_branch_exists() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+from importlib.resources import files
+
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, roc_auc_score
@@ -80,18 +83,27 @@ def test_challenge_score_is_official_only_on_the_challenge_classes() -> None:
     )
 
 
-def test_challenge_score_hand_worked_partial_credit() -> None:
-    # One record labelled AF, predicted AFL: weights.csv gives AF/AFL a reward of 0.5.
+def weights_csv() -> dict[str, dict[str, float]]:
+    """The Challenge's weights.csv as row code -> column header -> reward, read straight from the file."""
+    rows = list(csv.reader(files("ecgnet").joinpath("configs", "challenge2021_weights.csv").open()))
+    return {row[0]: dict(zip(rows[0][1:], map(float, row[1:]), strict=True)) for row in rows[1:]}
+
+
+def test_challenge_score_gives_af_predicted_as_afl_the_partial_credit_of_weights_csv() -> None:
+    af_code, afl_code, sr_code = "164889003", "164890007", "426783006"
+    rewards = weights_csv()[af_code]
+    assert rewards[afl_code] == 0.5 and rewards[sr_code] == 0.25  # the figures the hand calculation uses
     labels = np.zeros((1, 26), dtype=bool)
     outputs = np.zeros((1, 26), dtype=bool)
-    af, afl = CHALLENGE.codes.index("164889003"), CHALLENGE.codes.index("164890007")
-    sr = CHALLENGE.codes.index("426783006")
+    af, afl, sr = (CHALLENGE.codes.index(code) for code in (af_code, afl_code, sr_code))
     labels[0, af] = outputs[0, afl] = True
-    # observed: A[af, afl] = 1/2 -> 0.5 * 0.5; correct: 1 * 1; inactive: A[af, sr] = 1/2 -> w(af, sr) / 2
-    w_af_sr = 0.25  # weights.csv, row AF, column sinus rhythm
-    expected = (0.25 - w_af_sr / 2) / (1.0 - w_af_sr / 2)
+    # One record labelled AF, predicted AFL. observed: A[af, afl] = 1/2 -> 0.5 * 0.5;
+    # correct: 1 * 1; inactive (sinus rhythm only): A[af, sr] = 1/2 -> 0.25 / 2.
+    expected = (0.5 * 0.5 - 0.25 / 2) / (1.0 - 0.25 / 2)
     assert challenge_score(labels, outputs, CHALLENGE)[0] == pytest.approx(expected) == pytest.approx(1 / 7)
-    assert sr != af
+    sinus_only = np.zeros_like(outputs)
+    sinus_only[0, sr] = True
+    assert challenge_score(labels, sinus_only, CHALLENGE)[0] == pytest.approx(0.0)  # the inactive baseline
 
 
 def test_thresholds_are_tuned_to_the_best_f1() -> None:

@@ -54,4 +54,4 @@ def test_wheel_ships_the_named_architectures_and_both_packages(wheel: zipfile.Zi
     assert "ecgsearch/cli.py" in names  # the folder search/ installs as ecgsearch
     assert not any(n.startswith(("search/", "studies/", "slurm/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "ecgsearch = ecgsearch.cli:app" in wheel.read(entry_points).decode()
+    assert "ecgsearch = ecgsearch.cli:main" in wheel.read(entry_points).decode()

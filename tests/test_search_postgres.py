@@ -9,40 +9,22 @@ import subprocess
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
-from search_helpers import TINY, environment, unique_name, worker_command
+from search_helpers import (
+    TINY,
+    environment,
+    load,
+    running_trials,
+    slow_definition,
+    unique_name,
+    wait_for,
+    worker_command,
+)
 
 pytestmark = pytest.mark.services
 
 SHORT_HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "3", "--max-retries", "1"]
-
-
-def load(url: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=url)
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-
-
-def running_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        return load(url, name).get_trials(states=(TrialState.RUNNING,))
-    except KeyError:
-        return []
-
-
-def slow_definition(tmp_path: Path) -> Path:
-    """The tiny study with trials long enough (a few seconds) to be killed in the middle."""
-    path = tmp_path / "slow.toml"
-    path.write_text(TINY.read_text().replace("epochs = 1", "epochs = 6").replace("window = 512", "window = 1024"))
-    return path
 
 
 def test_two_workers_fill_one_study_to_exactly_its_trial_count(postgres_url: str, tmp_path: Path) -> None:

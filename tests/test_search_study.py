@@ -18,7 +18,7 @@ from search_helpers import ECGSEARCH, TINY, environment, run, unique_name, worke
 from ecgnet.thesis import thesis_experiments
 from ecgsearch.definition import DefinitionError, load_definition, shipped_definitions
 from ecgsearch.storage import redact, resolve_storage_url
-from ecgsearch.study import SearchContext, open_study
+from ecgsearch.study import SearchContext, StudyMismatchError, open_study
 from ecgsearch.workspace import Workspace
 
 
@@ -41,11 +41,11 @@ def test_shipped_definitions_load_and_express_every_thesis_config() -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (("val_micro_auroc", "val_accuracy"), "unknown objective metric 'val_accuracy'"),
-        (('name = "tpe"', 'name = "cmaes"'), "unknown sampler 'cmaes'"),
-        (("epochs = 1", "epoch = 1"), "unknown training setting(s) ['epoch']"),
+        (("val_micro_auroc", "val_accuracy"), "objectives[0].metric: 'val_accuracy' is not one of"),
+        (('name = "tpe"', 'name = "cmaes"'), "sampler.name: 'cmaes' is not one of"),
+        (("epochs = 1", "epoch = 1"), "training.epoch: unknown key; allowed keys: epochs,"),
         (('fixed_trials = ["E18", "E16"]', 'fixed_trials = ["E18", "E1"]'), "not among the space's choices"),
-        (("dropout = [0.2]", ""), "[space] lacks dropout"),
+        (("dropout = [0.2]", ""), "space.dropout: missing"),
     ],
 )
 def test_a_bad_definition_names_the_file_and_the_problem(tmp_path: Path, edit, message: str) -> None:
@@ -151,7 +151,7 @@ def test_a_repeated_configuration_is_not_trained_again(tmp_path: Path) -> None:
     study = sqlite_study(tmp_path, name)
     original = study.get_trials()[0]
     study.enqueue_trial(dict(original.params))
-    again = run(worker_command(tmp_path, name, 3, "--no-thesis"), environment(None))
+    again = run(worker_command(tmp_path, name, 3, "--no-thesis", "--raise-total"), environment(None))
     assert again.returncode == 0, again.stderr
     repeat = sqlite_study(tmp_path, name).get_trials()[2]
     assert repeat.params == original.params
@@ -177,8 +177,8 @@ def test_a_sigterm_whose_exception_is_swallowed_still_fails_the_trial(tmp_path: 
 
     name = unique_name("swallow")
     context = SearchContext.prepare(load_definition(TINY), Workspace(tmp_path), f"sqlite:///{tmp_path / 'study.db'}",
-                                    study_name=name)  # fmt: skip
-    report = run_worker(context, 3, thesis=False, objective_class=SwallowingObjective)
+                                    study_name=name, requested={"total": 3, "thesis": False})  # fmt: skip
+    report = run_worker(context, objective_class=SwallowingObjective)
     assert report.terminated and report.trials_run == 1 and report.failed == 1
     first, retry = sqlite_study(tmp_path, name).get_trials()
     assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"] == "worker terminated (SIGTERM)"
@@ -222,7 +222,7 @@ def test_the_study_records_its_data_and_refuses_other_data(tmp_path: Path, synth
     context = SearchContext.prepare(definition, workspace, url, study_name=name)
     open_study(context)
     other = SearchContext.prepare(definition, workspace, url, study_name=name, data=str(synthetic_cache_path))
-    with pytest.raises(RuntimeError, match="another data cache"):
+    with pytest.raises(StudyMismatchError, match="another data cache"):
         open_study(other)
 
 

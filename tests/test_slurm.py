@@ -71,6 +71,9 @@ def test_dry_run_requests_one_gpu_per_task_and_shows_no_password(postgres_url: s
     assert "#SBATCH --signal=B:USR1@600" in script and "\nexec " in script
     assert password not in script and "postgresql" not in script
     assert "${ECGSEARCH_STORAGE:?" in script
+    # Workers take the total and budget from the study's recorded settings, never from the script.
+    worker_line = script.split("\nexec ")[1]
+    assert "--trials" not in worker_line and "--max-mb" not in worker_line
 
 
 def test_storage_file_must_be_private(postgres_url: str, tmp_path: Path) -> None:
@@ -166,3 +169,4 @@ def test_slurm_status_reports_tasks_and_progress(slurm, postgres_url: str, tmp_p
     done = subprocess.run([*ECGSEARCH, "slurm", "status", "--job", job_id, "--study-name", name],
                           env=environment(postgres_url), capture_output=True, text=True, timeout=120)  # fmt: skip
     assert "no task is queued or running" in done.stdout and "complete 4" in done.stdout
+    assert "of a total of 4" in done.stdout  # the total the study recorded at submission

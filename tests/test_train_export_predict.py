@@ -19,6 +19,7 @@ from ecg_files import CINC, copy_record
 from ecgnet.arch import ArchConfig
 from ecgnet.data.dataset import minmax_scale
 from ecgnet.data.labels import class_set
+from ecgnet.errors import InputError
 from ecgnet.export import export_model, load_model
 from ecgnet.model import ECGResNet
 from ecgnet.predict import predict_files
@@ -95,15 +96,21 @@ def test_export_reload_gives_identical_outputs(learned, data, tmp_path: Path) ->
         assert torch.equal(learned.result.model.eval()(x, meta), reloaded(x, meta))
 
 
-def test_weights_load_with_weights_only(tmp_path: Path) -> None:
+def test_weights_file_that_is_not_a_plain_state_dict_is_refused_for_safety(tmp_path: Path, capsys) -> None:
     class Evil:
         def __reduce__(self):
             return (print, ("pickle code ran",))
 
     out = export_model(ECGResNet(SMALL), tmp_path / "m", classes=class_set("thesis17"))
     torch.save({"x": Evil()}, out / "model.pt")  # a tampered weights file
-    with pytest.raises(Exception, match=r"[Ww]eights only load failed|Unsupported global"):
+    with pytest.raises(
+        InputError, match=r"m/model\.pt: not a plain state_dict .*refused for safety.*weights_only=True"
+    ):
         load_model(out)
+    torch.save(ECGResNet(SMALL), out / "model.pt")  # the whole module pickled, not its state_dict
+    with pytest.raises(InputError, match=r"it holds ecgnet\.model\.ECGResNet\); refused for safety"):
+        load_model(out)
+    assert "pickle code ran" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["E1", "E11", "E12", "E18"])

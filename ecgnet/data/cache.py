@@ -18,7 +18,8 @@ memory-mapped (a window of a record is then 12 runs of consecutive samples); per
 ``offsets``, ``lengths``, ``names``, ``sources``, ``codes`` (comma-joined raw SNOMED codes),
 ``patient_ids``, ``paths``, ``ages`` (NaN = unknown), ``sexes`` (0 unknown, 1 female,
 2 male); attributes ``fs`` and ``preprocess`` (JSON).
-Rejected records are listed, file and reason, in ``CACHE.rejects.csv``.
+Rejected records are listed, file and reason, in ``CACHE.rejects.csv``. No cache is written
+when every record was rejected (or none was found).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import numpy as np
 from ecgnet.data.discover import RecordSource, discover_records, read_record
 from ecgnet.data.preprocess import DEFAULT_PREPROCESS, PreprocessConfig, preprocess
 from ecgnet.data.record import SEXES, RecordError
+from ecgnet.errors import InputError
 
 __all__ = ["CACHE_FORMAT_VERSION", "PrepareReport", "prepare_cache"]
 
@@ -86,7 +88,8 @@ def prepare_cache(
 ) -> PrepareReport:
     """Read, check and preprocess every record under ``roots`` into the HDF5 file ``cache``.
 
-    Bad records are reported in ``CACHE.rejects.csv`` and skipped. Interrupted runs resume::
+    Bad records are reported in ``CACHE.rejects.csv`` and skipped; when no record is left, nothing
+    is written and an ``InputError`` gives the counts. Interrupted runs resume::
 
         report = prepare_cache(["data/cinc2021", "data/sph"], "work/ecg.h5", workers=8)
     """
@@ -121,6 +124,13 @@ def prepare_cache(
     rejected = [(e.path, e.reason) for e in discovery_problems] + rejected
     _write_rejects(cache, rejected)
     shutil.rmtree(parts)
+    if not records:
+        where = ", ".join(str(root) for root in roots)
+        looked_for = "" if sources else " (no .hea files or SPH metadata.csv there)"
+        raise InputError(
+            f"{cache}: not written, no usable records under {where}: {len(sources)} record(s) found{looked_for}, "
+            f"0 kept, {len(rejected)} rejected (reasons in {rejects_path(cache)})"
+        )
     return PrepareReport(cache, records, rejected, per_source, resumed, time.perf_counter() - start)
 
 
@@ -220,6 +230,8 @@ def _assemble(
             metas.append(m)
             flags.append(True)
         keep.append(flags)
+    if not metas:  # a cache of nothing would open fine and fail only when training starts
+        return 0, rejected, {}
 
     tmp = cache.with_name(cache.name + ".tmp")
     with h5py.File(tmp, "w", track_order=False) as f:

@@ -7,7 +7,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -16,11 +19,67 @@ import pandas as pd
 
 from ecgnet.data.cache import CACHE_FORMAT_VERSION
 from ecgnet.data.labels import ClassSet, class_set
+from ecgnet.errors import InputError
 
-__all__ = ["ECGCache"]
+__all__ = ["ECGCache", "open_cache_file"]
 
 _STRING_COLUMNS = ("names", "sources", "codes", "patient_ids", "paths")
 _NUMBER_COLUMNS = ("offsets", "lengths", "ages", "sexes")
+_DATASETS = (*_STRING_COLUMNS, *_NUMBER_COLUMNS, "signals")
+_PREPARE_AGAIN = "prepare it again with `ecgsearch data prepare`"
+
+
+@contextlib.contextmanager
+def open_cache_file(path: Path | str) -> Iterator[h5py.File]:
+    """The cache opened with h5py once it is known to be whole: every dataset and attribute there.
+
+    A missing file is a ``FileNotFoundError``; a truncated, empty or foreign file, or a read
+    that fails inside the ``with`` block, is an ``InputError`` naming the file and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such cache; create it with `ecgsearch data prepare`")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the cache file is empty (0 bytes); {_PREPARE_AGAIN}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: {_open_failure(exc)}; {_PREPARE_AGAIN}") from None
+    try:
+        _check_layout(path, f)
+        yield f
+    except OSError as exc:  # a damaged block inside a file whose header was intact
+        raise InputError(f"{path}: cache is corrupt, a read failed ({exc}); {_PREPARE_AGAIN}") from None
+    finally:
+        f.close()
+
+
+def _open_failure(exc: OSError) -> str:
+    """HDF5's reason in a user's words: a cut-off copy is the common case and says how much is there."""
+    sizes = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(exc))
+    if sizes:
+        return f"the cache is truncated ({sizes[1]} of {sizes[2]} bytes), e.g. an interrupted copy"
+    return f"not a readable HDF5 cache ({exc})"
+
+
+def _check_layout(path: Path, f: h5py.File) -> None:
+    if not len(f):
+        raise InputError(f"{path}: an HDF5 file with no datasets, not a cache; {_PREPARE_AGAIN}")
+    if "format_version" not in f.attrs:
+        raise InputError(f"{path}: HDF5 file without a cache format attribute, not a cache; {_PREPARE_AGAIN}")
+    version = f.attrs["format_version"]
+    if not isinstance(version, np.integer | int) or version != CACHE_FORMAT_VERSION:
+        raise InputError(f"{path}: cache format {version}, expected {CACHE_FORMAT_VERSION}; {_PREPARE_AGAIN}")
+    missing = [k for k in _DATASETS if not isinstance(f.get(k), h5py.Dataset)]
+    missing += [f"attribute {k}" for k in ("fs", "preprocess") if k not in f.attrs]
+    if missing:
+        raise InputError(f"{path}: incomplete cache, missing {', '.join(missing)}; {_PREPARE_AGAIN}")
+    records = {k: f[k].shape[0] for k in (*_STRING_COLUMNS, *_NUMBER_COLUMNS)}
+    if len(set(records.values())) != 1:
+        raise InputError(f"{path}: cache columns disagree on the record count {records}; {_PREPARE_AGAIN}")
+    if not records["names"]:
+        # prepare refuses to write one, so an empty cache is a leftover that would fail training later.
+        raise InputError(f"{path}: the cache holds 0 records; {_PREPARE_AGAIN} from folders with readable records")
 
 
 class ECGCache:
@@ -28,23 +87,16 @@ class ECGCache:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no such cache; create it with `ecgsearch data prepare`")
-        try:
-            with h5py.File(self.path, "r") as f:
-                version = int(f.attrs.get("format_version", -1))
-                if version != CACHE_FORMAT_VERSION:
-                    raise ValueError(
-                        f"{self.path}: cache format {version}, expected {CACHE_FORMAT_VERSION}; prepare it again"
-                    )
+        with open_cache_file(self.path) as f:
+            try:
                 self.fs = float(f.attrs["fs"])
                 self.preprocess = json.loads(f.attrs["preprocess"])
                 columns = {k: f[k].asstr()[()] for k in _STRING_COLUMNS}
-                columns.update({k: f[k][()] for k in _NUMBER_COLUMNS})
-                signals = f["signals"]
-                offset, shape, dtype = signals.id.get_offset(), signals.shape, signals.dtype
-        except OSError as exc:
-            raise ValueError(f"{self.path}: not a readable cache ({exc})") from None
+            except (TypeError, ValueError) as exc:  # a number where text belongs, bad JSON or UTF-8
+                raise InputError(f"{self.path}: cache attributes or columns are malformed ({exc})") from None
+            columns.update({k: f[k][()] for k in _NUMBER_COLUMNS})
+            signals = f["signals"]
+            offset, shape, dtype = signals.id.get_offset(), signals.shape, signals.dtype
         self.table = pd.DataFrame(
             {
                 "name": columns["names"],
@@ -58,10 +110,24 @@ class ECGCache:
                 "sex": columns["sexes"],
             }
         )
-        if shape[0] == 0:
-            self.signals = np.zeros(shape, dtype=dtype)
-        else:
-            self.signals = np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        self._check_signals(offset, shape, dtype)
+        self.signals = np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+    def _check_signals(self, offset: int | None, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """The memory map reads raw bytes past h5py's checks: a damaged layout must be caught here."""
+        if len(shape) != 2 or shape[0] != 12:
+            raise InputError(f"{self.path}: cache signals have shape {shape}, expected (12, samples); {_PREPARE_AGAIN}")
+        if offset is None:  # chunked, compressed or never written: not one contiguous block
+            raise InputError(f"{self.path}: cache signals are not stored contiguously; {_PREPARE_AGAIN}")
+        end = offset + int(np.prod(shape)) * dtype.itemsize
+        size = self.path.stat().st_size
+        if end > size:
+            raise InputError(
+                f"{self.path}: cache is truncated ({size} bytes, signals end at byte {end}); {_PREPARE_AGAIN}"
+            )
+        ends = self.table["offset"].to_numpy() + self.table["length"].to_numpy()
+        if (self.table["offset"] < 0).any() or int(ends.max()) > shape[1]:
+            raise InputError(f"{self.path}: cache record offsets point past its {shape[1]} samples; {_PREPARE_AGAIN}")
 
     def __len__(self) -> int:
         return len(self.table)

@@ -1,0 +1,48 @@
+"""Every use of Optuna's private API in ecgsearch, in one place.
+
+The public API has no counting query, no look-up of one trial's row by number or by trial
+object, and no way to reuse the trials the sampler just read; on a shared PostgreSQL study
+with thousands of trials those matter (each worker runs them before and after every trial).
+Each function below has a test in ``tests/test_optuna_internals.py``, and pyproject pins
+``optuna>=5.0,<6``: a new major version is checked here first.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["count_trials", "storage_backend", "trial_by_number", "trial_row", "trials_just_read"]
+
+
+def count_trials(study: optuna.Study, state: TrialState | None = None) -> int:
+    """How many trials the study holds (in ``state``), without building them all in Python."""
+    states = None if state is None else (state,)
+    return study._storage.get_n_trials(study._study_id, states)
+
+
+def trial_row(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenTrial:
+    """One trial as stored now (one row, not the whole study)."""
+    return study._storage.get_trial(trial._trial_id)
+
+
+def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
+    """The trial numbered ``number``, or None; never list indexing (where -1 is the last trial)."""
+    if number < 0:
+        return None
+    try:
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    except KeyError:
+        return None
+    return study._storage.get_trial(trial_id)
+
+
+def trials_just_read(study: optuna.Study, *, fresh: bool) -> list[FrozenTrial]:
+    """The study's trials; ``fresh=False`` reuses what the sampler read moments ago in this ask."""
+    return study._get_trials(deepcopy=False, use_cache=not fresh)
+
+
+def storage_backend(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage behind Optuna's cache layer (our ResilientRDBStorage, for an RDB study)."""
+    storage = study._storage
+    return getattr(storage, "_backend", storage)

@@ -1,0 +1,46 @@
+"""Retrying a failed trial: the same parameters, enqueued, at most N times.
+
+Optuna's ``RetryHeartbeatStaleTrialCallback`` copies every user attribute of the failed trial
+into its retry, so a retry that then completes would still carry ``fail_reason`` and the dead
+attempt's history and log path. Ours carries over only what names the trial (its thesis
+experiment) and the retry chain (``failed_trial``: the first attempt; ``retry_history``: every
+failed attempt), which is where Optuna's retry rule and the dashboard look.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["RetryFailedTrial", "retried_trials"]
+
+# The user attributes a retry inherits: the E-name of a fixed thesis trial (study.THESIS_ATTR).
+INHERITED_USER_ATTRS = ("thesis_experiment",)
+
+
+class RetryFailedTrial:
+    """Enqueue a failed trial again (usable as RDBStorage's heartbeat_stale_trial_callback)."""
+
+    def __init__(self, max_retry: int) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retry:
+            return
+        system_attrs: dict[str, Any] = {"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                                        "retry_history": history}  # fmt: skip
+        user_attrs = {k: v for k, v in trial.user_attrs.items() if k in INHERITED_USER_ATTRS}
+        study.add_trial(
+            optuna.create_trial(
+                state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+                user_attrs=user_attrs, system_attrs=system_attrs,
+            )
+        )  # fmt: skip
+
+
+def retried_trials(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the trials some later trial retries."""
+    return {number for t in trials for number in t.system_attrs.get("retry_history", [])}

@@ -1,0 +1,110 @@
+"""The settings a study owns: recorded when it is created, followed by every worker.
+
+A worker that gives a setting on its command line must give the study's value; one that gives
+another is refused with both values named, so workers of one study never run under different
+totals, budgets, samplers or heartbeats. The one change allowed is raising the total, and only
+when asked for explicitly (``--raise-total``); each change is recorded with when and by whom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from ecgsearch.errors import UserError
+
+__all__ = ["SETTINGS_ATTR", "SETTINGS_LOG_ATTR", "SettingsConflict", "StudySettings", "settle"]
+
+SETTINGS_ATTR = "settings"
+SETTINGS_LOG_ATTR = "settings_log"
+
+# The command-line flag that sets each field, for messages.
+FLAGS = {
+    "total": "--trials",
+    "max_mb": "--max-mb",
+    "sampler": "--sampler",
+    "thesis": "--thesis/--no-thesis",
+    "heartbeat_interval": "--heartbeat-interval",
+    "grace_period": "--grace-period",
+    "max_retries": "--max-retries",
+    "max_consecutive_failures": "--stop-after-failures",
+}
+
+
+class SettingsConflict(UserError):
+    """A worker asked for a setting that differs from the study's."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySettings:
+    """What every worker of one study must agree on.
+
+    ``total`` counts the trials the study holds when done (failed ones are replaced by their
+    retries); ``max_mb`` is the size budget (None: no budget, no constraint on any trial);
+    ``max_consecutive_failures``: a worker stops after this many trials in a row failed for the
+    same reason.
+    """
+
+    total: int
+    max_mb: float | None
+    sampler: str
+    thesis: bool
+    heartbeat_interval: int
+    grace_period: int
+    max_retries: int
+    max_consecutive_failures: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudySettings:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+def settle(
+    recorded: StudySettings | None,
+    defaults: StudySettings,
+    requested: dict[str, Any],
+    *,
+    raise_total: bool = False,
+    study_name: str = "",
+) -> tuple[StudySettings, list[str]]:
+    """The study's settings after this worker's request, and the changes made (to log).
+
+    ``requested`` holds only what the user gave. A new study takes the defaults with the
+    request on top; an existing one keeps its settings, and a request that differs is refused,
+    except a larger total with ``raise_total``.
+    """
+    unknown = set(requested) - set(FLAGS)
+    if unknown:
+        raise ValueError(f"unknown study settings {sorted(unknown)}")
+    if recorded is None:
+        return dataclasses.replace(defaults, **requested), []
+    changes: dict[str, Any] = {}
+    conflicts = []
+    for key, value in requested.items():
+        current = getattr(recorded, key)
+        if value == current:
+            continue
+        if key == "total" and raise_total and value > current:
+            changes[key] = value
+            continue
+        hint = "drop the flag (workers follow the study's settings) or use another --study-name"
+        if key == "total":
+            hint = ("omit --trials, or add --raise-total to raise it" if value > current
+                    else "a study's total cannot be lowered")  # fmt: skip
+        conflicts.append(f"{key} is {current!r} in study {study_name!r}, this command gives {FLAGS[key]} "
+                         f"{value!r}: {hint}")  # fmt: skip
+    if conflicts:
+        raise SettingsConflict("; ".join(conflicts))
+    if raise_total and "total" not in changes and "total" not in requested:
+        raise SettingsConflict("--raise-total needs --trials N with the new, larger total")
+    log = [f"{key} raised from {getattr(recorded, key)!r} to {value!r}" for key, value in changes.items()]
+    return dataclasses.replace(recorded, **changes), log
+
+
+def log_entry(change: str, worker: str) -> dict[str, Any]:
+    """One entry of the study's settings log."""
+    return {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "change": change, "by": worker}

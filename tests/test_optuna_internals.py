@@ -1,0 +1,61 @@
+"""Each use of Optuna's private API (ecgsearch.optuna_internals) on a real SQLite study.
+
+When a new Optuna release moves one of these, the test naming it fails first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ecgsearch.optuna_internals import count_trials, storage_backend, trial_by_number, trial_row, trials_just_read
+from ecgsearch.storage import ResilientRDBStorage, open_storage
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> optuna.Study:
+    """Five trials: three COMPLETE, one FAIL, one WAITING."""
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'study.db'}"), study_name="s",
+                                directions=["maximize", "minimize"])  # fmt: skip
+    for value in (0.5, 0.6, 0.7):
+        study.add_trial(optuna.trial.create_trial(values=[value, 1.0]))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    study.enqueue_trial({})
+    return study
+
+
+def test_count_trials_counts_all_and_by_state(study: optuna.Study) -> None:
+    assert count_trials(study) == 5
+    assert count_trials(study, TrialState.COMPLETE) == 3
+    assert count_trials(study, TrialState.FAIL) == 1 and count_trials(study, TrialState.WAITING) == 1
+    assert count_trials(study, TrialState.RUNNING) == 0
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_trial_row_reads_the_stored_state_of_a_running_trial(study: optuna.Study) -> None:
+    trial = study.ask()  # takes the WAITING trial
+    assert trial_row(study, trial).state == TrialState.RUNNING
+    study.tell(trial, [0.9, 2.0])
+    row = trial_row(study, trial)
+    assert row.state == TrialState.COMPLETE and row.values == [0.9, 2.0] and row.number == trial.number
+
+
+def test_trial_by_number_finds_existing_numbers_only(study: optuna.Study) -> None:
+    assert trial_by_number(study, 2).values == [0.7, 1.0]
+    assert trial_by_number(study, 99) is None
+    assert trial_by_number(study, -1) is None  # list indexing would return the last trial
+
+
+def test_trials_just_read_reuses_or_refreshes(study: optuna.Study) -> None:
+    assert [t.number for t in trials_just_read(study, fresh=True)] == [0, 1, 2, 3, 4]
+    assert [t.number for t in trials_just_read(study, fresh=False)] == [0, 1, 2, 3, 4]
+    study.add_trial(optuna.trial.create_trial(values=[0.1, 0.1]))
+    assert [t.values for t in trials_just_read(study, fresh=True)][-1] == [0.1, 0.1]
+
+
+def test_storage_backend_is_our_resilient_storage(study: optuna.Study) -> None:
+    backend = storage_backend(study)
+    assert isinstance(backend, ResilientRDBStorage) and backend.guard.outages == 0

@@ -1,0 +1,217 @@
+"""A study left alone on a cluster: dead workers, a database restart, conflicting settings, failure loops.
+
+The PostgreSQL tests restart the real server (``.ci/services.sh pg-restart``) and kill real
+worker processes; the settings and failure tests run on SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+from search_helpers import (
+    ECGSEARCH,
+    TINY,
+    environment,
+    load,
+    run,
+    running_trials,
+    slow_definition,
+    unique_name,
+    wait_for,
+    worker_command,
+)
+
+SERVICES = Path(__file__).resolve().parents[1] / ".ci" / "services.sh"
+
+
+def sqlite_url(workspace: Path) -> str:
+    return f"sqlite:///{workspace / 'study.db'}"
+
+
+def definition_with(tmp_path: Path, *edits: tuple[str, str]) -> Path:
+    text = TINY.read_text()
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / f"def-{len(list(tmp_path.glob('def-*')))}.toml"
+    path.write_text(text)
+    return path
+
+
+def command_with(definition: Path, cmd: list[str]) -> list[str]:
+    return [str(definition) if part == str(TINY) else part for part in cmd]
+
+
+def slow_worker(tmp_path: Path, name: str, total: int, *flags: str) -> list[str]:
+    """A worker command for trials of several seconds (no thesis trials)."""
+    return command_with(slow_definition(tmp_path), worker_command(tmp_path, name, total, "--no-thesis", *flags))
+
+
+@pytest.mark.services
+def test_a_dead_workers_trial_in_a_full_study_is_reaped_and_retried(postgres_url: str, tmp_path: Path) -> None:
+    """Finding: the dead trial counted toward the total, so the survivor left and the study stayed short forever."""
+    name = unique_name("reap")
+    env = environment(postgres_url)
+    # A grace period longer than the survivor's own trial: it meets the full study while the dead trial "runs".
+    cmd = slow_worker(tmp_path, name, 2, "--heartbeat-interval", "1", "--grace-period", "20", "--max-retries", "1")
+    victim = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: running_trials(postgres_url, name), 120, "the victim's running trial")
+    dead = running_trials(postgres_url, name)[0]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = run(cmd, env, timeout=300)
+    assert survivor.returncode == 0, survivor.stderr[-2000:]
+    assert "waiting for 1 trial(s) other workers run" in survivor.stdout
+    assert "failed 1 trial(s) of worker(s) that stopped beating" in survivor.stdout
+    trials = load(postgres_url, name).get_trials()
+    assert trials[dead.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retries) == 1 and retries[0].params == dead.params and retries[0].state == TrialState.COMPLETE
+    assert "fail_reason" not in retries[0].user_attrs  # the retry's record is its own, not the dead attempt's
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+@pytest.mark.services
+def test_workers_ride_out_a_postgresql_restart(postgres_url: str, tmp_path: Path) -> None:
+    """Finding: a restart killed every worker with a traceback from the lock connection."""
+    name = unique_name("restart")
+    env = environment(postgres_url)
+    cmd = slow_worker(tmp_path, name, 4, "--heartbeat-interval", "1", "--grace-period", "30", "--outage-timeout", "120")
+    workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]  # fmt: skip
+    wait_for(lambda: len(running_trials(postgres_url, name)) == 2, 180, "both workers training")
+    restart = subprocess.run(["bash", str(SERVICES), "pg-restart", "3"], capture_output=True, text=True, timeout=120)
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outputs]
+    stderr = "".join(err for _, err in outputs)
+    assert "database unreachable" in stderr and "database reachable again" in stderr and "Traceback" not in stderr
+    assert postgres_url.split(":")[2].split("@")[0] not in stderr + "".join(out for out, _ in outputs)
+    trials = load(postgres_url, name).get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4, [t.state for t in trials]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    # The trials in hand when the server went away were told afterwards, not lost: nothing failed.
+    assert not [t for t in trials if t.state == TrialState.FAIL]
+
+
+@pytest.mark.services
+def test_a_worker_holds_at_most_three_connections(postgres_url: str, tmp_path: Path) -> None:
+    name = unique_name("conns")
+    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+    database = sqlalchemy.engine.make_url(postgres_url).database
+
+    def connections() -> int:
+        with engine.connect() as conn:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+            return int(conn.execute(sqlalchemy.text(query), {"db": database}).scalar())
+
+    baseline = connections()
+    cmd = slow_worker(tmp_path, name, 2)
+    worker = subprocess.Popen(cmd, env=environment(postgres_url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    peak = 0
+    while worker.poll() is None:
+        peak = max(peak, connections() - baseline)
+        time.sleep(0.05)
+    engine.dispose()
+    assert worker.returncode == 0, worker.stderr.read()[-2000:]
+    print(f"\npeak PostgreSQL connections of one worker: {peak}")
+    assert 1 <= peak <= 3
+
+
+def test_study_settings_are_recorded_and_a_conflicting_worker_is_refused(tmp_path: Path) -> None:
+    name = unique_name("settings")
+    env = environment(None)
+    first = run(worker_command(tmp_path, name, 3, "--max-mb", "0.5", "--no-thesis"), env)
+    assert first.returncode == 0, first.stderr
+    study = load(sqlite_url(tmp_path), name)
+    assert study.user_attrs["settings"]["total"] == 3 and study.user_attrs["settings"]["max_mb"] == 0.5
+    for flags, message in [
+        (("--max-mb", "0.0001"), "max_mb is 0.5 in study"),
+        (("--trials", "4"), "total is 3 in study"),
+        (("--trials", "2"), "a study's total cannot be lowered"),
+        (("--sampler", "random"), "sampler is 'tpe' in study"),
+        (("--grace-period", "5"), "grace_period is 90 in study"),
+    ]:
+        cmd = [part for part in worker_command(tmp_path, name, 3) if part not in ("--trials", "3")]
+        refused = run([*cmd, *flags], env)
+        assert refused.returncode == 2, (flags, refused.stderr)
+        assert refused.stderr.startswith("error: ") and message in refused.stderr and "Traceback" not in refused.stderr
+        assert refused.stderr.count("\n") == 1, refused.stderr
+    # A worker that names no setting follows the study: the budget constrains its trials too.
+    cmd = [part for part in worker_command(tmp_path, name, 3) if part not in ("--trials", "3")]
+    raised = run([*cmd, "--trials", "5", "--raise-total"], env)
+    assert raised.returncode == 0, raised.stderr
+    assert "total raised from 3 to 5" in raised.stdout
+    study = load(sqlite_url(tmp_path), name)
+    trials = study.get_trials()
+    assert len(trials) == 5 and all("max_mb" in t.constraints for t in trials)
+    assert study.user_attrs["settings"]["total"] == 5
+    [entry] = study.user_attrs["settings_log"]
+    assert entry["change"] == "total raised from 3 to 5" and ":pid" in entry["by"]
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_a_trial_total_below_one_is_refused_before_any_work(tmp_path: Path, value: str) -> None:
+    cmd = [*ECGSEARCH, "worker", "--study-def", str(TINY), "--trials", value, "--workspace", str(tmp_path)]
+    result = run(cmd, environment(None))
+    assert result.returncode == 2 and result.stderr.startswith("error: Invalid value for '--trials'")
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "study.db").exists()
+
+
+def test_a_worker_stops_when_trials_keep_failing_for_the_same_reason(tmp_path: Path) -> None:
+    """A definition asking for CUDA on a machine without it: every trial fails the same way."""
+    cuda = definition_with(tmp_path, ("window = 512", 'window = 512\ndevice = "cuda"'))
+    name = unique_name("loop")
+    result = run(command_with(cuda, worker_command(tmp_path, name, 6, "--no-thesis", "--max-retries", "1")),
+                 environment(None))  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 3 trials in a row failed with the same error, so this worker stopped: ")
+    assert "Traceback" not in result.stderr
+    trials = load(sqlite_url(tmp_path), name).get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 3 and len({t.user_attrs["fail_reason"] for t in failed}) == 1
+    # What is left is at most the last failure's retry, waiting for a worker on a node that has CUDA.
+    assert [t.state for t in trials if t not in failed] in ([], [TrialState.WAITING])
+
+
+def test_sigterm_leaves_one_line_not_optunas_traceback(tmp_path: Path) -> None:
+    name = unique_name("quiet")
+    cmd = slow_worker(tmp_path, name, 2)
+    worker = subprocess.Popen(cmd, env=environment(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: running_trials(sqlite_url(tmp_path), name), 120, "a running trial")
+    time.sleep(0.5)
+    worker.send_signal(signal.SIGTERM)
+    stdout, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr and "failed with parameters" not in stderr, stderr[-3000:]
+    assert "FAIL: worker terminated (SIGTERM)" in stdout
+
+
+def test_settings_merge_rules() -> None:
+    from ecgsearch.study_settings import SettingsConflict, StudySettings, settle
+
+    defaults = StudySettings(total=30, max_mb=None, sampler="tpe", thesis=True, heartbeat_interval=30,
+                             grace_period=90, max_retries=2, max_consecutive_failures=3)  # fmt: skip
+    new, changes = settle(None, defaults, {"total": 10, "max_mb": 2.0})
+    assert (new.total, new.max_mb, new.sampler, changes) == (10, 2.0, "tpe", [])
+    same, changes = settle(new, defaults, {"total": 10})
+    assert same == new and changes == []
+    raised, changes = settle(new, defaults, {"total": 12}, raise_total=True)
+    assert raised.total == 12 and changes == ["total raised from 10 to 12"]
+    with pytest.raises(SettingsConflict, match="cannot be lowered"):
+        settle(new, defaults, {"total": 5}, raise_total=True)
+    with pytest.raises(SettingsConflict, match="needs --trials"):
+        settle(new, defaults, {}, raise_total=True)
+    with pytest.raises(SettingsConflict, match=r"max_mb is 2\.0 .* --max-mb 1\.0"):
+        settle(new, defaults, {"max_mb": 1.0})
+    assert json.loads(json.dumps(new.to_dict())) == new.to_dict()  # stored as a user attribute
