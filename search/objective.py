@@ -4,7 +4,7 @@ Size is known before training, so a trial over ``--max-mb`` is marked infeasible
 ``Trial.set_constraint`` and never trained (it reports chance-level AUROC, 0.5, which the
 samplers ignore for infeasible trials). A trial whose network and training equal a finished
 trial's takes that trial's values and records which trial it repeats; one equal to a trial
-still RUNNING waits for it (the lower trial number trains), never trains in parallel.
+still RUNNING waits for it (the one that started first trains), never trains in parallel.
 """
 
 from __future__ import annotations
@@ -156,8 +156,14 @@ class TrialObjective:
         return values
 
     def _wait_for_duplicate(self, trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
-        """A finished trial with the same key, waiting while a lower-numbered one still runs."""
+        """A finished trial with the same key, waiting while one that started earlier still runs.
+
+        Start time, not trial number, decides who trains: a retry keeps the number it was given
+        when enqueued, so it can start after a higher-numbered trial that proposed the same
+        network. Both sides read the same stored start times, so exactly one of them waits.
+        """
         study = trial.study
+        mine = (trial.datetime_start, trial.number)
         first_look = True
         while True:
             self._stop_if_interrupted()
@@ -170,11 +176,14 @@ class TrialObjective:
             done = [t for t in same if t.state == TrialState.COMPLETE and t.user_attrs.get("trained")]
             if done:
                 return min(done, key=lambda t: t.number)
-            running = [t for t in same if t.state == TrialState.RUNNING and t.number < trial.number]
+            running = [t for t in same if t.state == TrialState.RUNNING and (t.datetime_start, t.number) < mine]
             if not running:
                 return None
             self.on_event({"event": "waiting", "trial": trial.number, "for": running[0].number})
             time.sleep(DUPLICATE_POLL_SECONDS)
+            # The trial waited for may belong to a dead worker, and every other worker may be
+            # waiting too: fail it here once its heartbeat is stale (its retry is enqueued).
+            optuna.storages.fail_stale_trials(study)
 
     def _train(self, trial: optuna.Trial, arch):
         log_path = self.context.workspace.logs / f"{self.context.study_name}-trial-{trial.number}.log"

@@ -5,6 +5,10 @@ into its retry, so a retry that then completes would still carry ``fail_reason``
 attempt's history and log path. Ours carries over only what names the trial (its thesis
 experiment) and the retry chain (``failed_trial``: the first attempt; ``retry_history``: every
 failed attempt), which is where Optuna's retry rule and the dashboard look.
+
+Only failures the trial may have caused count toward the limit (``retry_count``): a crash, or
+a worker that died (out of memory kills the worker). A trial stopped by SIGTERM (scancel, a
+time limit) did nothing wrong, so its retry is free.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ class RetryFailedTrial:
     def __init__(self, max_retry: int) -> None:
         self.max_retry = max_retry
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    def __call__(self, study: optuna.Study, trial: FrozenTrial, *, counts: bool = True) -> None:
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
-        if len(history) > self.max_retry:
+        count = trial.system_attrs.get("retry_count", len(history) - 1) + int(counts)
+        if count > self.max_retry:
             return
         system_attrs: dict[str, Any] = {"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-                                        "retry_history": history}  # fmt: skip
+                                        "retry_history": history, "retry_count": count}  # fmt: skip
         user_attrs = {k: v for k, v in trial.user_attrs.items() if k in INHERITED_USER_ATTRS}
         study.add_trial(
             optuna.create_trial(

@@ -172,8 +172,10 @@ def run_worker(
                 continue
             report.failed += 1
             reason = frozen.user_attrs.get("fail_reason", "unknown")
-            _record_failure(study, frozen, context, settings.max_retries)
-            if report.terminated or state["terminate"]:
+            stopped_by_sigterm = report.terminated or state["terminate"]
+            # A trial stopped by SIGTERM did nothing wrong: its retry does not count toward the limit.
+            _record_failure(study, frozen, context, settings.max_retries, counts=not stopped_by_sigterm)
+            if stopped_by_sigterm:
                 continue
             recent_failures.append(reason)
             if (len(recent_failures) >= settings.max_consecutive_failures
@@ -190,9 +192,9 @@ def run_worker(
 
 
 def _record_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial, context: SearchContext,
-                    max_retries: int) -> None:  # fmt: skip
-    """Enqueue a failed trial's retry (at most ``max_retries`` per trial) and log why it failed."""
-    RetryFailedTrial(max_retries)(study, trial)
+                    max_retries: int, *, counts: bool) -> None:  # fmt: skip
+    """Enqueue a failed trial's retry (at most ``max_retries`` counted ones) and log why it failed."""
+    RetryFailedTrial(max_retries)(study, trial, counts=counts)
     log = context.workspace.logs / f"{context.study_name}-trial-{trial.number}.log"
     with open(log, "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} FAIL: {trial.user_attrs.get('fail_reason', 'unknown')}\n")

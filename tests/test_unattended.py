@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
@@ -27,6 +29,13 @@ from search_helpers import (
     wait_for,
     worker_command,
 )
+
+from ecgsearch.definition import load_definition
+from ecgsearch.objective import TrialObjective
+from ecgsearch.retry import RetryFailedTrial
+from ecgsearch.storage import open_storage
+from ecgsearch.study import SearchContext, open_study
+from ecgsearch.workspace import Workspace
 
 SERVICES = Path(__file__).resolve().parents[1] / ".ci" / "services.sh"
 
@@ -215,3 +224,65 @@ def test_settings_merge_rules() -> None:
     with pytest.raises(SettingsConflict, match=r"max_mb is 2\.0 .* --max-mb 1\.0"):
         settle(new, defaults, {"max_mb": 1.0})
     assert json.loads(json.dumps(new.to_dict())) == new.to_dict()  # stored as a user attribute
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_retry_that_starts_after_a_higher_numbered_duplicate_waits_for_it(tmp_path: Path) -> None:
+    """Found by bench/chaos.py: the retry (lower number, enqueued earlier) trained beside the newer duplicate."""
+    context = SearchContext.prepare(load_definition(TINY), Workspace(tmp_path), sqlite_url(tmp_path),
+                                    study_name="dup-order", requested={"total": 4, "thesis": False})  # fmt: skip
+    study = open_study(context)
+    params = context.definition.space.params_of(context.definition.space.arch_of(
+        {"blocks_1": 1, "blocks_2": 1, "blocks_3": 1, "blocks_4": 1, "width_multiplier": 0.125,
+         "conv_type": "standard", "se": False, "bn1": True, "bn2": True, "conv2": True, "stem": "7/3",
+         "block_kernel": 7, "metadata_features": 10, "dropout": 0.2}))  # fmt: skip
+    identity = {"identity": {"config_key": "k"}}
+    study.enqueue_trial(params)  # trial 0: the retry, waiting for a worker
+    distributions = context.definition.space.distributions()
+    study.add_trial(optuna.trial.create_trial(state=TrialState.RUNNING, params=params, distributions=distributions,
+                                              user_attrs=identity))  # fmt: skip
+    newer = study.get_trials()[1]  # trial 1: a new proposal of the same network, training since now
+    retry = study.ask()
+    assert retry.number == 0 and retry.datetime_start > newer.datetime_start
+
+    def finish_newer() -> None:
+        time.sleep(1.5)
+        storage = open_storage(sqlite_url(tmp_path))
+        storage.set_trial_user_attr(newer._trial_id, "trained", True)
+        storage.set_trial_state_values(newer._trial_id, TrialState.COMPLETE, [0.7, 0.1])
+
+    finisher = threading.Thread(target=finish_newer)
+    finisher.start()
+    objective = TrialObjective(context, None, None)  # only the duplicate check runs: no data needed
+    started = time.monotonic()
+    repeated = objective._wait_for_duplicate(retry, "k")
+    finisher.join()
+    assert repeated is not None and repeated.number == 1 and time.monotonic() - started >= 1.5
+
+
+def test_retries_count_crashes_but_not_sigterms(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=sqlite_url(tmp_path), directions=["maximize", "minimize"])
+    failed_attrs = {"fail_reason": "x", "log": "a.log", "thesis_experiment": "E18"}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=failed_attrs))
+    retry = RetryFailedTrial(max_retry=1)
+    for _ in range(3):  # three SIGTERMs in a row: each gets a free retry
+        retry(study, study.get_trials()[-1], counts=False)
+        study.tell(study.ask(), state=TrialState.FAIL)
+    retry(study, study.get_trials()[-1])  # a crash: the one counted retry
+    study.tell(study.ask(), state=TrialState.FAIL)
+    retry(study, study.get_trials()[-1])  # a second crash: no retry left
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 5
+    assert trials[-1].system_attrs["retry_history"] == [0, 1, 2, 3] and trials[-1].system_attrs["retry_count"] == 1
+    assert trials[-1].system_attrs["failed_trial"] == 0
+    assert trials[1].user_attrs == {"thesis_experiment": "E18"}  # not the failed attempt's reason or log
+
+
+@pytest.mark.services
+def test_a_wrong_database_password_is_one_line_and_never_shown(postgres_url: str, tmp_path: Path) -> None:
+    wrong = sqlalchemy.engine.make_url(postgres_url).set(password="not-the-password-42")
+    env = environment(wrong.render_as_string(hide_password=False), PGPASSWORD="")
+    result = run(worker_command(tmp_path, unique_name("auth"), 1), env, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-3000:]
+    assert result.stderr.startswith("error: cannot use the storage postgresql+psycopg2://optuna:***@")
+    assert "password authentication failed" in result.stderr and "not-the-password-42" not in result.stderr
