@@ -39,7 +39,7 @@ def ours(name: str, spec: DataSpec, config: TrainConfig) -> float:
                 torch.cuda.synchronize()
             stamps[event["step"]] = time.perf_counter()
 
-    data = load_data(spec, window=config.window, seed=config.seed)
+    data = load_data(spec, config)
     train_and_evaluate(thesis_config(name), data, config, progress=on_progress)
     last = max(stamps)
     return (last - 1) * config.batch_size / (stamps[last] - stamps[1])
@@ -48,7 +48,7 @@ def ours(name: str, spec: DataSpec, config: TrainConfig) -> float:
 def bare(name: str, spec: DataSpec, config: TrainConfig) -> float:
     """Samples/s of a bare loop over pre-scaled windows resident on the device."""
     device = resolve_device(config.device)
-    data = load_data(spec, window=config.window, seed=config.seed)
+    data = load_data(spec, config)
     batches = []
     for k in range(config.max_steps):
         items = [(k * config.batch_size + i) % len(data.train) for i in range(config.batch_size)]
@@ -97,8 +97,8 @@ def main() -> None:
             ours_rate = max(ours_rate, ours(name, spec, config))
             print(f"{name:4} {ours_rate:15.1f} {bare_rate:10.1f} {ours_rate / bare_rate:6.2f}")
 
-        data = load_data(spec, window=4096, seed=0)
-        epoch = dataclasses.replace(config, max_steps=None, epochs=1)
+        epoch = dataclasses.replace(config, max_steps=None, epochs=1, window=4096, seed=0)
+        data = load_data(spec, epoch)
         start = time.perf_counter()
         outcome = train_and_evaluate(thesis_config("E17"), data, epoch)
         print(

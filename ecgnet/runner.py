@@ -3,8 +3,9 @@
 Validation scores are for selection; the held-out test sources are evaluated separately and
 reported beside them, never used for any choice (thresholds are tuned on validation only).
 
-    >>> data = load_data(DataSpec(cache="work/ecg.h5", test="cpsc"), window=4096, seed=0)
-    >>> outcome = train_and_evaluate(thesis_config("E12"), data, TrainConfig(epochs=30))
+    >>> config = TrainConfig(epochs=30)
+    >>> data = load_data(DataSpec(cache="work/ecg.h5", test="cpsc"), config)
+    >>> outcome = train_and_evaluate(thesis_config("E12"), data, config)
     >>> outcome.result.val_metrics["micro_auroc"], outcome.test_metrics["micro_auroc"]
 """
 
@@ -18,8 +19,9 @@ from typing import Any
 from ecgnet.arch import ArchConfig
 from ecgnet.data.cache_reader import ECGCache
 from ecgnet.data.dataset import RecordDataset, WindowDataset
-from ecgnet.data.labels import DEFAULT_CLASS_SET, ClassSet, class_set
+from ecgnet.data.labels import ClassSet, class_set
 from ecgnet.data.splits import make_split, read_split
+from ecgnet.data_spec import DataSpec
 from ecgnet.export import export_model
 from ecgnet.train import ProgressCallback, TrainConfig, TrainResult, evaluate, train_model
 
@@ -31,24 +33,8 @@ __all__ = [
     "load_data",
     "summarize_seeds",
     "train_and_evaluate",
+    "train_seeds",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-    """Which cache, split and class set a run uses."""
-
-    cache: str
-    split_dir: str | None = None  # a folder written by `ecgsearch data split`; else computed
-    test: str = "cpsc"
-    folds: int = 5
-    fold: int = 0
-    split_seed: int = 0
-    class_set: str = DEFAULT_CLASS_SET
-    max_train_records: int | None = None  # small budgets (demo, tests) take the first N
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -67,7 +53,8 @@ class RunOutcome:
     seed: int
 
 
-def load_data(spec: DataSpec, *, window: int, seed: int) -> LoadedData:
+def load_data(spec: DataSpec, config: TrainConfig) -> LoadedData:
+    """The split of ``spec``'s cache; training windows of ``config.window`` samples, crops seeded by ``config.seed``."""
     cache = ECGCache(spec.cache)
     classes = class_set(spec.class_set)
     if spec.split_dir:
@@ -87,7 +74,7 @@ def load_data(spec: DataSpec, *, window: int, seed: int) -> LoadedData:
     return LoadedData(
         cache=cache,
         classes=classes,
-        train=WindowDataset(cache, train_names, labels, window=window, seed=seed),
+        train=WindowDataset(cache, train_names, labels, window=config.window, seed=config.seed),
         val=RecordDataset(cache, names["val"], labels),
         test=RecordDataset(cache, names["test"], labels),
     )
@@ -102,6 +89,27 @@ def train_and_evaluate(
     result = train_model(arch, data.train, data.val, data.classes, config, progress=progress)
     test_metrics = evaluate(result.model, data.test, data.classes, config, thresholds=result.thresholds)
     return RunOutcome(result=result, test_metrics=test_metrics, seed=config.seed)
+
+
+def train_seeds(
+    arch: ArchConfig, spec: DataSpec, config: TrainConfig, seeds: int, *, progress: ProgressCallback | None = None
+) -> tuple[list[RunOutcome], LoadedData]:
+    """Train ``arch`` with seeds ``config.seed``, ``config.seed + 1``, ...; progress events carry ``seed``.
+
+    Each seed draws its own training crops. Returns the outcomes and the data (the same split
+    and classes for every seed) that exporting one of them needs.
+    """
+    outcomes = []
+    for k in range(seeds):
+        seed_config = dataclasses.replace(config, seed=config.seed + k)
+        data = load_data(spec, seed_config)
+
+        def on_progress(event: dict[str, Any], seed: int = seed_config.seed) -> None:
+            if progress is not None:
+                progress({**event, "seed": seed})
+
+        outcomes.append(train_and_evaluate(arch, data, seed_config, progress=on_progress))
+    return outcomes, data
 
 
 def summarize_seeds(outcomes: list[RunOutcome], keys: tuple[str, ...] = ("micro_auroc", "macro_auroc")) -> dict:

@@ -101,8 +101,9 @@ def run_command(
                                outage_timeout)  # fmt: skip
     # `worker` is this command under another name: a batch job's log gets plain lines, not a live display.
     out = Console(force_terminal=False) if ctx.info_name == "worker" else console
-    run(_options(workspace, storage, study_def, study_name, data, seed), requested=requested,
-        raise_total=raise_total, console=out, settings=settings)  # fmt: skip
+    code = run(_options(workspace, storage, study_def, study_name, data, seed), requested=requested,
+               raise_total=raise_total, console=out, settings=settings)  # fmt: skip
+    raise typer.Exit(code)
 
 
 WORKER_HELP = "One worker of a shared study (what a Slurm job runs): trials until the study is full."

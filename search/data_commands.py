@@ -1,11 +1,14 @@
-"""`ecgsearch data ...`: progress display and summaries around ecgnet's data functions."""
+"""`ecgsearch data ...`: progress display and summaries around ecgnet's data functions.
+
+No command-line parsing here (that is ``ecgsearch.cli``): mistakes raise ``UserError``, and
+results go to stdout (JSON with ``--json``) and a rich console.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import typer
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -15,11 +18,13 @@ from ecgnet.data.cache import prepare_cache
 from ecgnet.data.cache_reader import ECGCache
 from ecgnet.data.labels import CLASS_SETS
 from ecgnet.data.splits import make_split, write_split
+from ecgsearch.errors import UserError
 
 __all__ = ["info", "prepare", "split"]
 
 
 def prepare(sources: list[Path], out: Path, *, workers: int | None, as_json: bool, console: Console) -> None:
+    """Build a cache from record folders, with a progress bar; the counts and rejects at the end."""
     columns = (TextColumn("preprocessing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=as_json, transient=False) as bar:
         task = bar.add_task("records", total=None)
@@ -38,7 +43,7 @@ def prepare(sources: list[Path], out: Path, *, workers: int | None, as_json: boo
         "seconds": round(report.seconds, 2),
     }
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2))
         return
     if report.resumed_chunks:
         console.print(f"resumed an interrupted run: {report.resumed_chunks} chunk(s) were already done")
@@ -54,16 +59,15 @@ def prepare(sources: list[Path], out: Path, *, workers: int | None, as_json: boo
 
 
 def info(cache_path: Path, class_set: str, *, as_json: bool, console: Console) -> None:
+    """Records per source and per class of a cache (a table, or JSON)."""
     if class_set not in CLASS_SETS:
-        typer.echo(f"error: unknown class set {class_set!r}; known: {', '.join(CLASS_SETS)}", err=True)
-        raise typer.Exit(2)
+        raise UserError(f"unknown class set {class_set!r}; known: {', '.join(CLASS_SETS)}")
     try:
         summary = ECGCache(cache_path).info(class_set)
     except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise UserError(str(exc)) from None
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2))
         return
     console.print(
         f"{summary['records']} records, {summary['hours']:.1f} h, class set {summary['class_set']}; "
@@ -84,11 +88,11 @@ def info(cache_path: Path, class_set: str, *, as_json: bool, console: Console) -
 
 
 def split(cache_path: Path, out: Path, *, console: Console, **options: object) -> None:
+    """Write the train/val/test record lists of a leave-source-out, patient-grouped split."""
     try:
         result = make_split(ECGCache(cache_path), **options)  # type: ignore[arg-type]
     except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise UserError(str(exc)) from None
     write_split(result, out)
     console.print(
         f"train {len(result.train)}, val {len(result.val)}, test {len(result.test)} records "

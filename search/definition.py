@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ecgnet.data_spec import DataSpec
 from ecgnet.errors import InputError
 from ecgnet.thesis import thesis_experiments
 from ecgnet.train_config import TrainConfig
@@ -64,6 +65,7 @@ class StudyDefinition:
     space: SearchSpace
     training: TrainConfig
     data: dict[str, Any]
+    data_spec: DataSpec  # [data] parsed once; its cache is "" until the study's cache is known
     fixed_trials: tuple[str, ...]
     default_trials: int
     raw: dict[str, Any]
@@ -83,7 +85,7 @@ class StudyDefinition:
         """The same definition on the prepared cache ``cache`` instead of its own data."""
         data = {k: v for k, v in self.data.items() if k != "synthetic"} | {"cache": cache}
         raw = self.raw | {"data": data}
-        return dataclasses.replace(self, data=data, raw=raw)
+        return dataclasses.replace(self, data=data, raw=raw, data_spec=dataclasses.replace(self.data_spec, cache=cache))
 
 
 def shipped_definitions() -> list[str]:
@@ -142,6 +144,16 @@ def parse_definition(raw: dict[str, Any], source: str) -> StudyDefinition:
         # Only the keys the file sets, so TrainConfig's own defaults fill the rest.
         training=TrainConfig(**model.training.model_dump(exclude_unset=True)),
         data=dict(raw.get("data", {})),
+        data_spec=DataSpec(
+            cache=model.data.cache,
+            split_dir=model.data.split_dir,
+            test=model.data.test,
+            folds=model.data.folds,
+            fold=model.data.fold,
+            split_seed=model.data.split_seed,
+            class_set=model.data.class_set,
+            max_train_records=model.data.max_train_records,
+        ),
         fixed_trials=tuple(model.fixed_trials),
         default_trials=model.default_trials,
         raw=raw,

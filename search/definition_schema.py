@@ -54,7 +54,7 @@ SAMPLER_SETTINGS: dict[str, tuple[str, ...]] = {
 # gives a better message than a check against the tuple.
 ConvType = Literal["standard", "depthwise_separable"]
 ClassSetName = Literal["thesis17", "thesis17-literal", "challenge2021"]
-# Defaults of [data] absent keys, as worker.data_spec_of reads them.
+# Defaults of [data] absent keys (those of ecgnet.data_spec.DataSpec; a test keeps them equal).
 DATA_DEFAULTS = {"test": "cpsc", "folds": 5, "fold": 0, "split_seed": 0, "class_set": DEFAULT_CLASS_SET}
 
 # strict: TOML "two" or 32.5 must not become an int; allow_inf_nan: TOML has inf and nan.

@@ -1,13 +1,17 @@
-"""`ecgsearch train` and `ecgsearch predict`: progress display and summaries around ecgnet."""
+"""`ecgsearch train` and `ecgsearch predict`: progress display and summaries around ecgnet.
+
+No command-line parsing here (that is ``ecgsearch.cli``): mistakes raise ``UserError``, and
+results go to stdout (JSON with ``--json``) and a rich console.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-import typer
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,10 +19,10 @@ from rich.table import Table
 
 from ecgnet.arch import ArchConfig, ArchConfigError
 from ecgnet.predict import predict_files
-from ecgnet.runner import DataSpec, export_outcome, load_data, summarize_seeds, train_and_evaluate
+from ecgnet.runner import DataSpec, export_outcome, summarize_seeds, train_seeds
 from ecgnet.thesis import thesis_experiments
 from ecgnet.train_config import TrainConfig
-from ecgsearch.errors import InputError
+from ecgsearch.errors import InputError, UserError
 
 __all__ = ["predict", "resolve_arch", "train"]
 
@@ -33,13 +37,13 @@ def resolve_arch(arch: str) -> ArchConfig:
     try:
         data = json.loads(Path(arch).read_text()) if Path(arch).is_file() else json.loads(arch)
     except (json.JSONDecodeError, OSError):
-        raise typer.BadParameter(
-            f"{arch!r} is neither an experiment name ({', '.join(experiments)}), a JSON file nor JSON"
+        raise UserError(
+            f"--arch {arch!r} is neither an experiment name ({', '.join(experiments)}), a JSON file nor JSON"
         ) from None
     try:
         return ArchConfig.from_dict(data.get("arch", data))
     except (ArchConfigError, TypeError) as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise UserError(f"--arch: {exc}") from None
 
 
 def train(
@@ -52,32 +56,32 @@ def train(
     as_json: bool,
     console: Console,
 ) -> None:
+    """Train one architecture for each seed, print the summary (or JSON) and export the best seed."""
     # With --json, stdout is for the one JSON document (`| jq`); epoch lines go to stderr.
     progress_console = Console(stderr=True, highlight=False) if as_json else console
-    outcomes = []
-    for k in range(seeds):
-        seed_config = dataclasses.replace(config, seed=config.seed + k)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))  # fmt: skip
+    with Progress(*columns, console=progress_console, disable=as_json) as bar:
+        tasks: dict[int, Any] = {}
+
+        def on_progress(event: dict[str, Any]) -> None:
+            if event["seed"] not in tasks:
+                tasks[event["seed"]] = bar.add_task(f"seed {event['seed']}", total=None, status="")
+            task = tasks[event["seed"]]
+            if event["event"] == "step":
+                bar.update(task, completed=event["step"], total=event["total_steps"],
+                           status=f"epoch {event['epoch'] + 1} loss {event['loss']:.4f}")  # fmt: skip
+            else:
+                bar.console.print(
+                    f"  epoch {event['epoch']}: loss {event['train_loss']:.4f}  "
+                    f"val micro AUROC {event['micro_auroc']:.4f}  macro AUROC {event['macro_auroc']:.4f}",
+                    highlight=False,
+                )
+
         try:
-            data = load_data(spec, window=config.window, seed=seed_config.seed)
+            outcomes, data = train_seeds(arch, spec, config, seeds, progress=on_progress)
         except FileNotFoundError as exc:
             raise InputError(str(exc)) from None
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[status]}"))  # fmt: skip
-        with Progress(*columns, console=progress_console, disable=as_json) as bar:
-            task = bar.add_task(f"seed {seed_config.seed}", total=None, status="")
-
-            def on_progress(event: dict[str, Any], task: Any = task) -> None:
-                if event["event"] == "step":
-                    bar.update(task, completed=event["step"], total=event["total_steps"],
-                               status=f"epoch {event['epoch'] + 1} loss {event['loss']:.4f}")  # fmt: skip
-                else:
-                    bar.console.print(
-                        f"  epoch {event['epoch']}: loss {event['train_loss']:.4f}  "
-                        f"val micro AUROC {event['micro_auroc']:.4f}  macro AUROC {event['macro_auroc']:.4f}",
-                        highlight=False,
-                    )
-
-            outcomes.append(train_and_evaluate(arch, data, seed_config, progress=on_progress))
     best = max(outcomes, key=lambda o: o.result.val_metrics["micro_auroc"])
     summary = summarize_seeds(outcomes)
     if out is not None:
@@ -91,7 +95,7 @@ def train(
         "cut_by_time_limit": any(o.result.cut_by_time_limit for o in outcomes),
     }
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2))
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="validation (selection) and held-out test")
     table.add_column("metric")
@@ -105,14 +109,14 @@ def train(
 
 
 def predict(model_dir: Path, records: list[Path], *, as_json: bool, console: Console) -> int:
+    """Predict raw records with a model directory; returns the exit code (1 if any record failed)."""
     try:
         results = predict_files(model_dir, records)
     except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return 2
+        raise UserError(str(exc)) from None
     failed = [r for r in results if r.error]
     if as_json:
-        typer.echo(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+        print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
     else:
         ok = [r for r in results if not r.error]
         if ok:
@@ -125,5 +129,5 @@ def predict(model_dir: Path, records: list[Path], *, as_json: bool, console: Con
                 table.add_row(Path(r.path).name, " ".join(r.labels) or "-", "  ".join(f"{c} {p:.2f}" for c, p in top))
             console.print(table)
         for r in failed:
-            typer.echo(f"error: {r.path}: {r.error}", err=True)
+            print(f"error: {r.path}: {r.error}", file=sys.stderr)
     return 1 if failed else 0

@@ -64,6 +64,7 @@ def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def report_data(study: optuna.Study) -> dict[str, Any]:
+    """Everything the HTML report shows, as plain data: front, hypervolume history, thesis comparison."""
     rows = [
         {"trial": t.number, "thesis": t.user_attrs.get(THESIS_ATTR), "auroc": t.user_attrs["val_micro_auroc"],
          "test_auroc": t.user_attrs.get("test_micro_auroc"), "mb": t.user_attrs["size_mb"]}

@@ -1,4 +1,8 @@
-"""`ecgsearch pareto|export|dashboard`: tables and files around ``ecgsearch.results``."""
+"""`ecgsearch pareto|export|dashboard`: tables and files around ``ecgsearch.results``.
+
+No command-line parsing here (that is ``ecgsearch.cli``): mistakes raise ``UserError``, and
+results go to stdout (JSON with ``--json``) and a rich console.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +11,41 @@ import json
 from pathlib import Path
 
 import optuna
-import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ecgnet.runner import export_outcome, load_data, train_and_evaluate
+from ecgnet.runner import export_outcome, train_seeds
 from ecgsearch.definition import StudyDefinition, parse_definition
 from ecgsearch.errors import UserError
 from ecgsearch.optuna_internals import count_trials, trial_by_number
 from ecgsearch.results import best_trial, export_trial, pareto_rows
 from ecgsearch.run_commands import quiet_optuna
 from ecgsearch.storage import StorageSettings, open_storage, redact, resolve_storage_url
-from ecgsearch.study import SearchContext
-from ecgsearch.worker import data_spec_of
 from ecgsearch.workspace import Workspace
 
 __all__ = ["dashboard", "export", "load_existing_study", "pareto"]
 
 
 def load_existing_study(workspace: Path, storage: str | None, study_name: str) -> tuple[optuna.Study, str]:
+    """The study ``study_name`` and its storage URL; a missing database or study is a UserError."""
     quiet_optuna()
     url = resolve_storage_url(storage, workspace)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        typer.echo(f"error: no study database at {redact(url)}; run `ecgsearch run` first", err=True)
-        raise typer.Exit(2)
+        raise UserError(f"no study database at {redact(url)}; run `ecgsearch run` first")
     try:
         return optuna.load_study(study_name=study_name, storage=open_storage(url, StorageSettings())), url
     except KeyError:
         names = optuna.get_all_study_names(url)
-        typer.echo(f"error: no study {study_name!r} in {redact(url)}; studies there: {names}", err=True)
-        raise typer.Exit(2) from None
+        raise UserError(f"no study {study_name!r} in {redact(url)}; studies there: {names}") from None
 
 
 def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bool, console: Console) -> None:
+    """Print the study's Pareto front (a table, or JSON)."""
     study, _ = load_existing_study(workspace, storage, study_name)
     rows = pareto_rows(study)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2))
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"Pareto front of {study_name}: val AUROC vs MB")
     for header in ("trial", "thesis", "val µAUROC", "test µAUROC", "MB", "params", "GMACs"):
@@ -74,7 +75,8 @@ def export(
     epochs: int | None,
     console: Console,
 ) -> None:
-    study, url = load_existing_study(workspace, storage, study_name)
+    """Write a trial's model directory, from its artifacts or retrained with ``seeds`` seeds."""
+    study, _ = load_existing_study(workspace, storage, study_name)
     if trial is not None:
         # Looked up by number, never used as a list index, where -18 would quietly pick a trial.
         found = trial_by_number(study, trial)
@@ -93,21 +95,17 @@ def export(
         try:
             export_trial(study, chosen, out, Path(study.user_attrs["artifact_dir"]))
         except LookupError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise UserError(str(exc)) from None
         console.print(f"exported trial {chosen.number} to {out}", highlight=False)
         return
     definition = _definition_of(study)
-    context = SearchContext(definition, Workspace(workspace), url, study_name, Path(study.user_attrs["data_cache"]))
     config = definition.training if epochs is None else dataclasses.replace(definition.training, epochs=epochs)
     arch = definition.space.arch_of(chosen.params)
-    spec = dataclasses.replace(data_spec_of(context), max_train_records=None)
-    outcomes = []
-    for k in range(seeds):
-        seed_config = dataclasses.replace(config, seed=config.seed + k)
-        data = load_data(spec, window=config.window, seed=seed_config.seed)
-        outcomes.append(train_and_evaluate(arch, data, seed_config))
-        console.print(f"seed {seed_config.seed}: val micro AUROC {outcomes[-1].result.val_metrics['micro_auroc']:.4f}")
+    # The whole training set: the study's max_train_records is a search budget, not the model's.
+    spec = dataclasses.replace(definition.data_spec, cache=study.user_attrs["data_cache"], max_train_records=None)
+    outcomes, data = train_seeds(arch, spec, config, seeds)
+    for outcome in outcomes:
+        console.print(f"seed {outcome.seed}: val micro AUROC {outcome.result.val_metrics['micro_auroc']:.4f}")
     kept = max(outcomes, key=lambda o: o.result.val_metrics["micro_auroc"])
     export_outcome(kept, out, data, spec, config, exported_from={"study": study_name, "trial": chosen.number},
                    retrained={"seeds": [o.seed for o in outcomes], "kept_seed": kept.seed})  # fmt: skip
@@ -119,6 +117,7 @@ def _definition_of(study: optuna.Study) -> StudyDefinition:
 
 
 def dashboard(workspace: Path, storage: str | None, study_name: str, *, host: str, port: int, console: Console) -> None:
+    """Serve optuna-dashboard on the study's storage with its artifact store (blocks)."""
     from optuna_dashboard import run_server
 
     study, url = load_existing_study(workspace, storage, study_name)

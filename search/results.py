@@ -28,6 +28,7 @@ def feasible_trained(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def trial_row(trial: FrozenTrial, space: SearchSpace, num_classes: int = 17) -> dict[str, Any]:
+    """One trial as the pareto table and report show it (MACs counted on demand)."""
     attrs = trial.user_attrs
     return {
         "trial": trial.number,
@@ -44,6 +45,7 @@ def trial_row(trial: FrozenTrial, space: SearchSpace, num_classes: int = 17) -> 
 
 
 def study_space(study: optuna.Study) -> SearchSpace:
+    """The search space the study recorded in its definition."""
     return SearchSpace.from_dict(study.user_attrs["definition"]["space"])
 
 

@@ -1,4 +1,8 @@
-"""`ecgsearch run|worker|enqueue-thesis`: the live display around ``run_worker``."""
+"""`ecgsearch run|worker|enqueue-thesis`: the live display around ``run_worker``.
+
+No command-line parsing here (that is ``ecgsearch.cli``): mistakes raise ``UserError``, and
+results go to stdout (JSON with ``--json``) and a rich console.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -21,17 +24,25 @@ from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_set
 from ecgsearch.worker import run_worker
 from ecgsearch.workspace import Workspace
 
-__all__ = ["StudyOptions", "enqueue", "quiet_optuna", "run", "search_context"]
+__all__ = ["RepeatedFailure", "StudyOptions", "enqueue", "quiet_optuna", "run", "search_context"]
 
 
 @dataclasses.dataclass
 class StudyOptions:
+    """What every study command is told: workspace, storage, definition, study name, data, seed."""
+
     workspace: Path
     storage: str | None
     study_def: str
     study_name: str | None
     data: str | None
     seed: int
+
+
+class RepeatedFailure(UserError):
+    """Trials kept failing for one reason: the worker stopped instead of failing the rest."""
+
+    exit_code = 1
 
 
 class _DropTrialFailedRecords(logging.Filter):
@@ -136,8 +147,11 @@ def run(
     raise_total: bool,
     console: Console,
     settings: StorageSettings | None = None,
-) -> None:
-    """Open (or create) the study with the settings given, then run trials with a live display."""
+) -> int:
+    """Open (or create) the study with the settings given, then run trials with a live display.
+
+    Returns the exit code: 0, or 143 when SIGTERM stopped the worker (its trial is re-enqueued).
+    """
     context = search_context(options, settings, requested, raise_total)
     study = open_study(context)
     for change in context.changes:
@@ -161,17 +175,15 @@ def run(
         highlight=False,
     )
     if report.systematic_failure is not None:
-        typer.echo(
-            f"error: {chosen.max_consecutive_failures} trials in a row failed with the same error, so this worker "
-            f"stopped: {report.systematic_failure} (trial logs in {context.workspace.logs})",
-            err=True,
+        raise RepeatedFailure(
+            f"{chosen.max_consecutive_failures} trials in a row failed with the same error, so this worker "
+            f"stopped: {report.systematic_failure} (trial logs in {context.workspace.logs})"
         )
-        raise typer.Exit(1)
-    if report.terminated:
-        raise typer.Exit(143)
+    return 143 if report.terminated else 0
 
 
 def enqueue(options: StudyOptions, *, console: Console) -> None:
+    """Enqueue the definition's thesis trials the study lacks, and say which."""
     context = search_context(options)
     study = open_study(context)
     added = enqueue_thesis(study, context)

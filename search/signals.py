@@ -20,4 +20,5 @@ def _note(signum: int, frame: Any) -> None:
 
 
 def install_time_warning_handler() -> None:
+    """Note SIGUSR1 in ``time_warning`` instead of letting it end the process."""
     signal.signal(signal.SIGUSR1, _note)

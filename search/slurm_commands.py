@@ -1,4 +1,8 @@
-"""`ecgsearch slurm submit|status`: the study prepared before the array starts, then sbatch."""
+"""`ecgsearch slurm submit|status`: the study prepared before the array starts, then sbatch.
+
+No command-line parsing here (that is ``ecgsearch.cli``): mistakes raise ``UserError``, and
+results go to stdout (JSON with ``--json``) and a rich console.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import typer
 from rich.console import Console
 
 from ecgsearch.errors import UserError
@@ -42,7 +45,7 @@ def submit(options: StudyOptions, spec: JobSpec, *, storage_file: Path | None, r
                                storage_file=str(storage_file.resolve()) if storage_file else None)  # fmt: skip
     script = render_script(spec)
     if dry_run:
-        typer.echo(script)
+        print(script)
         return
     study = open_study(context)
     settings = study_settings(study)
@@ -60,10 +63,11 @@ def submit(options: StudyOptions, spec: JobSpec, *, storage_file: Path | None, r
         f"submitted {path} as job {job_id} ({spec.workers} tasks)",
         highlight=False,
     )
-    typer.echo(job_id)
+    print(job_id)
 
 
 def status(job_id: str | None, study_name: str, storage_file: Path | None, *, console: Console) -> None:
+    """Print the array's tasks (squeue) and the study's trial counts against its recorded total."""
     if job_id:
         tasks = slurm_status(job_id)
         for task in tasks:

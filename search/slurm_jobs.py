@@ -58,6 +58,7 @@ def _ecgsearch_command() -> str:
 
 
 def render_script(spec: JobSpec) -> str:
+    """The sbatch script for ``spec`` from the shipped template (no storage URL in it)."""
     template = Template(resources.files("ecgsearch.slurm").joinpath("worker.sbatch").read_text())
     optional = [f"#SBATCH --partition={spec.partition}" if spec.partition else "",
                 f"#SBATCH --account={spec.account}" if spec.account else ""]  # fmt: skip

@@ -56,6 +56,7 @@ class SearchSpace:
         return space
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Optuna distributions of every parameter (to enqueue or add trials by hand)."""
         dists: dict[str, optuna.distributions.BaseDistribution] = {
             f"blocks_{i}": optuna.distributions.IntDistribution(self.blocks_low, self.blocks_high) for i in range(1, 5)
         }
@@ -73,6 +74,7 @@ class SearchSpace:
 
     @staticmethod
     def arch_of(params: dict[str, Any], *, num_classes: int = 17) -> ArchConfig:
+        """The network a trial's parameters describe."""
         kernel, padding = parse_stem(params["stem"])
         return ArchConfig(
             blocks=tuple(int(params[f"blocks_{i}"]) for i in range(1, 5)),

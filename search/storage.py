@@ -138,6 +138,7 @@ class OutageGuard:
 
     def call(self, function: Callable[..., T], *args: Any, on_retry: Callable[[], None] | None = None,
              **kwargs: Any) -> T:  # fmt: skip
+        """``function(*args, **kwargs)``, retried while the database is unreachable (see the class)."""
         delay = 0.5
         while True:
             try:
@@ -202,6 +203,7 @@ class ResilientRDBStorage(RDBStorage):
         self.failed_trial_callback = self.heartbeat_stale_trial_callback
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        """Optuna's call, retried; a retry that finds its own first attempt committed succeeds."""
         attempts = 0
 
         def once() -> bool:
@@ -285,6 +287,7 @@ class DatabaseLock:
             self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
 
     def acquire(self) -> None:
+        """Block until this process holds the lock (reconnecting through an outage)."""
         if self._engine is None:
             self._file = open(self._path, "a")  # held until release()
             fcntl.flock(self._file, fcntl.LOCK_EX)
@@ -309,6 +312,7 @@ class DatabaseLock:
                 session.close()
 
     def release(self) -> None:
+        """Let the lock go; a lost connection has already let it go on the server."""
         if not self._held:
             return
         self._held = False
@@ -328,9 +332,11 @@ class DatabaseLock:
 
     @property
     def held(self) -> bool:
+        """Whether this process holds the lock now."""
         return self._held
 
     def close(self) -> None:
+        """Release the lock and close its connection."""
         self.release()
         self._drop_session()
 

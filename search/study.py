@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from ecgnet.data_spec import DataSpec
 from ecgnet.thesis import thesis_experiments
 from ecgsearch.definition import StudyDefinition
 from ecgsearch.errors import UserError
@@ -61,6 +62,11 @@ class SearchContext:
     requested: dict[str, Any] = dataclasses.field(default_factory=dict)
     raise_total: bool = False
     changes: list[str] = dataclasses.field(default_factory=list)  # what opening the study changed
+
+    @property
+    def data_spec(self) -> DataSpec:
+        """The definition's ``[data]`` on this study's cache."""
+        return dataclasses.replace(self.definition.data_spec, cache=str(self.cache))
 
     @classmethod
     def prepare(

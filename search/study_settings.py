@@ -56,10 +56,12 @@ class StudySettings:
     max_consecutive_failures: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as the study records them (a user attribute)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudySettings:
+        """Settings from what a study recorded."""
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ecgnet.runner import DataSpec, load_data
+from ecgnet.runner import load_data
 from ecgsearch.objective import EventCallback, TrialInterrupted, TrialObjective
 from ecgsearch.optuna_internals import count_trials, storage_backend, trial_row
 from ecgsearch.retry import RetryFailedTrial
@@ -37,7 +37,7 @@ from ecgsearch.signals import install_time_warning_handler, time_warning
 from ecgsearch.storage import DatabaseLock
 from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_settings
 
-__all__ = ["WorkerReport", "data_spec_of", "run_worker"]
+__all__ = ["WorkerReport", "run_worker"]
 
 # How long a full study's worker waits between looks at trials other workers are running.
 MAX_WAIT_POLL_SECONDS = 10.0
@@ -53,21 +53,6 @@ class WorkerReport:
     stopped_by_deadline: bool = False
     reaped: int = 0  # trials of dead workers this worker failed (their retries follow)
     systematic_failure: str | None = None  # the reason shared by the failures that stopped it
-
-
-def data_spec_of(context: SearchContext) -> DataSpec:
-    """The data a study's trials train on, from its definition's ``[data]``."""
-    data = context.definition.data
-    return DataSpec(
-        cache=str(context.cache),
-        split_dir=data.get("split_dir"),
-        test=data.get("test", "cpsc"),
-        folds=int(data.get("folds", 5)),
-        fold=int(data.get("fold", 0)),
-        split_seed=int(data.get("split_seed", 0)),
-        class_set=data.get("class_set", "thesis17"),
-        max_train_records=data.get("max_train_records"),
-    )
 
 
 def _fill_state(study: optuna.Study, total: int) -> str:
@@ -108,8 +93,8 @@ def run_worker(
     settings = study_settings(study)
     if settings.thesis:
         enqueue_thesis(study, context, list(context.definition.fixed_trials)[: settings.total])
-    spec = data_spec_of(context)
-    data = load_data(spec, window=context.definition.training.window, seed=context.definition.training.seed)
+    spec = context.data_spec
+    data = load_data(spec, context.definition.training)
     lock = DatabaseLock(context.storage_url, f"ask:{study.study_name}", getattr(storage_backend(study), "guard", None))
     state = {"in_trial": False, "terminate": False}
 

@@ -23,21 +23,27 @@ __all__ = ["Workspace", "data_fingerprint"]
 
 @dataclasses.dataclass(frozen=True)
 class Workspace:
+    """The folder a study's local files live in (see the module docstring for its layout)."""
+
     root: Path
 
     @property
     def artifacts(self) -> Path:
+        """Trial weights and model.json files (optuna.artifacts store)."""
         return self.root / "artifacts"
 
     @property
     def data(self) -> Path:
+        """Synthetic records and caches prepared for studies."""
         return self.root / "data"
 
     @property
     def logs(self) -> Path:
+        """One log file per trial."""
         return self.root / "logs"
 
     def create(self) -> Workspace:
+        """Create the folders (no error when they exist)."""
         for folder in (self.root, self.artifacts, self.data, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
         return self

@@ -18,7 +18,7 @@ import optuna
 import pytest
 import torch
 from ecg_files import copy_record, real_signal, write_cinc
-from search_helpers import ECGSEARCH, environment, run, unique_name
+from search_helpers import ECGSEARCH, TINY, environment, run, unique_name
 
 from ecgnet.arch import ArchConfig
 from ecgnet.data.cache import parts_dir, prepare_cache
@@ -150,6 +150,17 @@ def test_console_script_on_a_truncated_cache_prints_one_error_line(damaged_cache
     path = damaged_caches["truncated"]
     result = ecgsearch("train", "--arch", SMALL_ARCH, "--data", path, "--epochs", "1")
     assert_one_error_line(result, f"{path}: the cache is truncated (")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty"])
+def test_cli_worker_on_a_damaged_cache_prints_one_error_line_and_creates_no_trial(
+    cli: Cli, damaged_caches, kind: str, tmp_path: Path
+) -> None:
+    path = damaged_caches[kind]
+    result = cli("worker", "--study-def", TINY, "--study-name", "w", "--trials", "2", "--data", path,
+                 "--workspace", tmp_path)  # fmt: skip
+    assert_one_error_line(result, str(path), DAMAGED_CACHES[kind][1])
+    assert not (tmp_path / "study.db").exists() or not optuna.get_all_study_names(f"sqlite:///{tmp_path / 'study.db'}")
 
 
 # 3. Preparing folders without usable records --------------------------------------------------
@@ -319,3 +330,8 @@ def test_cli_export_rejects_a_negative_trial_number(cli: Cli, three_trial_study,
 def test_console_script_export_rejects_a_negative_trial_number(three_trial_study, tmp_path: Path) -> None:
     result = export(ecgsearch, three_trial_study, "-18", tmp_path / "m")
     assert_one_error_line(result, "has no trial -18 (trials 0..2); trial numbers start at 0")
+
+
+def test_cli_train_with_an_unknown_test_split_prints_one_error_line(cli: Cli, synthetic_cache_path: Path) -> None:
+    result = cli("train", "--arch", SMALL_ARCH, "--data", synthetic_cache_path, "--test", "nope", "--epochs", "1")
+    assert_one_error_line(result, "unknown test split 'nope'; known: cpsc")

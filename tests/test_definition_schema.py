@@ -14,10 +14,11 @@ from search_helpers import ECGSEARCH, TINY, environment, run
 from ecgnet.arch import CONV_TYPES, ArchConfig, ArchConfigError
 from ecgnet.data.labels import CLASS_SETS
 from ecgnet.data.sources import TEST_SOURCE_GROUPS
+from ecgnet.data_spec import DataSpec
 from ecgnet.errors import InputError
 from ecgnet.train_config import TrainConfig
 from ecgsearch.definition import DefinitionError, load_definition, parse_definition, shipped_definitions
-from ecgsearch.definition_schema import ClassSetName, ConvType, DataModel, SpaceModel, TrainingModel
+from ecgsearch.definition_schema import DATA_DEFAULTS, ClassSetName, ConvType, DataModel, SpaceModel, TrainingModel
 from ecgsearch.space import SearchSpace
 
 # (text in tiny.toml, its replacement): "" prepends the replacement, i.e. a top-level key.
@@ -226,3 +227,12 @@ def test_the_worker_refuses_a_space_without_networks_before_any_trial(tmp_path: 
     lines = result.stderr.strip().splitlines()
     assert lines == [f"error: {bad}: space.width_multiplier[0]: must be greater than 0 (got 0)"], result.stderr
     assert not (workspace / "study.db").exists()
+
+
+def test_data_section_is_parsed_once_into_a_data_spec_with_the_same_defaults() -> None:
+    defaults = {f.name: f.default for f in dataclasses.fields(DataSpec) if f.name in DATA_DEFAULTS}
+    assert defaults == DATA_DEFAULTS
+    demo = load_definition("demo")
+    assert demo.data_spec == DataSpec(cache="", test="cpsc", folds=5, fold=0, class_set="thesis17",
+                                      max_train_records=240)  # fmt: skip
+    assert demo.with_data_cache("/data/ecg.h5").data_spec.cache == "/data/ecg.h5"

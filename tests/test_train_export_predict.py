@@ -33,7 +33,7 @@ QUICK = TrainConfig(epochs=2, batch_size=32, window=1024)
 
 @pytest.fixture(scope="module")
 def data(synthetic_cache_path: Path):
-    return load_data(DataSpec(str(synthetic_cache_path), test="cpsc"), window=2048, seed=0)
+    return load_data(DataSpec(str(synthetic_cache_path), test="cpsc"), TrainConfig(window=2048, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +55,15 @@ def test_a_few_epochs_on_synthetic_data_beat_chance_clearly(learned, data) -> No
 
 def test_two_cpu_runs_with_one_seed_give_identical_metrics(synthetic_cache_path: Path) -> None:
     spec = DataSpec(str(synthetic_cache_path), max_train_records=96)
-    runs = [train_and_evaluate(SMALL, load_data(spec, window=1024, seed=0), QUICK) for _ in range(2)]
+    runs = [train_and_evaluate(SMALL, load_data(spec, QUICK), QUICK) for _ in range(2)]
     assert runs[0].result.val_metrics == runs[1].result.val_metrics
     assert runs[0].result.history[-1]["train_loss"] == runs[1].result.history[-1]["train_loss"]
-    other = train_and_evaluate(SMALL, load_data(spec, window=1024, seed=0), dataclasses.replace(QUICK, seed=1))
+    other = train_and_evaluate(SMALL, load_data(spec, QUICK), dataclasses.replace(QUICK, seed=1))
     assert other.result.history[-1]["train_loss"] != runs[0].result.history[-1]["train_loss"]
 
 
 def test_step_budget_and_time_cap(synthetic_cache_path: Path) -> None:
-    data = load_data(DataSpec(str(synthetic_cache_path), max_train_records=96), window=1024, seed=0)
+    data = load_data(DataSpec(str(synthetic_cache_path), max_train_records=96), QUICK)
     stepped = train_and_evaluate(SMALL, data, dataclasses.replace(QUICK, epochs=30, max_steps=5))
     assert stepped.result.steps == 5 and len(stepped.result.history) == 2  # 3 steps per epoch
     assert not stepped.result.cut_by_time_limit

@@ -22,6 +22,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from ecgnet.data.cache_reader import ECGCache
 from ecgnet.data.labels import DEFAULT_CLASS_SET
 from ecgnet.data.sources import TEST_SOURCE_GROUPS
+from ecgnet.errors import InputError
 
 __all__ = ["SUBSETS", "Split", "make_split", "read_split", "write_split"]
 
@@ -53,9 +54,9 @@ def make_split(
 ) -> Split:
     """Hold out the sources of ``test``; fold ``fold`` of ``folds`` of the rest validates."""
     if test not in TEST_SOURCE_GROUPS:
-        raise ValueError(f"unknown test split {test!r}; known: {', '.join(TEST_SOURCE_GROUPS)}")
+        raise InputError(f"unknown test split {test!r}; known: {', '.join(TEST_SOURCE_GROUPS)}")
     if not 0 <= fold < folds or folds < 2:
-        raise ValueError(f"fold must be in 0..{folds - 1} and folds >= 2 (got fold={fold}, folds={folds})")
+        raise InputError(f"fold must be in 0..{folds - 1} and folds >= 2 (got fold={fold}, folds={folds})")
     table = cache.table
     test_sources = TEST_SOURCE_GROUPS[test]
     is_test = table["source"].isin(test_sources).to_numpy()
@@ -68,7 +69,7 @@ def make_split(
     patient_labels = np.zeros((len(patient_ids), labels.shape[1]), dtype=bool)
     np.logical_or.at(patient_labels, patient_of_record, labels)
     if len(patient_ids) < folds:
-        raise ValueError(f"{len(patient_ids)} patients in the training pool: too few for {folds} folds")
+        raise InputError(f"{len(patient_ids)} patients in the training pool: too few for {folds} folds")
     splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     _, val_patients = list(splitter.split(np.zeros(len(patient_ids)), patient_labels.astype(int)))[fold]
     is_val = np.isin(patient_of_record, val_patients)
