@@ -38,6 +38,7 @@ from ecgnet.size import describe_size
 from ecgnet.thesis import thesis_experiments
 from ecgsearch.definition import load_definition
 from ecgsearch.objective import TrialObjective
+from ecgsearch.proposals import UnseenProposalSampler, network_key
 from ecgsearch.report import hypervolume
 from ecgsearch.storage import StorageSettings, open_storage
 from ecgsearch.study import SearchContext, open_study
@@ -211,13 +212,24 @@ def _auroc_surface() -> tuple[callable, float]:
     return (lambda cfg: float(np.clip(features(cfg) @ weights, 0.5, 0.99))), residual
 
 
-def _hypervolume_curve(sampler, surface, space, rng: np.random.Generator, trials: int = 200) -> list[float]:
-    """Hypervolume after each of ``trials`` trials of ``sampler`` on the stand-in objective."""
+def _hypervolume_curve(sampler, surface, space, rng: np.random.Generator, trials: int = 200,
+                       repeats: list[int] | None = None) -> list[float]:  # fmt: skip
+    """Hypervolume after each of ``trials`` trials of ``sampler`` on the stand-in objective.
+
+    Appends to ``repeats`` how many trials proposed a network an earlier trial had.
+    """
     points: list[tuple[float, float]] = []
     curve: list[float] = []
+    seen: set[str] = set()
+    repeated = 0
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
-        cfg = space.arch_of(space.suggest(trial))
+        nonlocal repeated
+        params = space.suggest(trial)
+        key = network_key(space, params)
+        repeated += key in seen
+        seen.add(key)
+        cfg = space.arch_of(params)
         auroc = surface(cfg) + float(rng.normal(0, 0.01))
         size = describe_size(cfg).size_mb
         points.append((auroc, size))
@@ -225,6 +237,8 @@ def _hypervolume_curve(sampler, surface, space, rng: np.random.Generator, trials
         return auroc, size
 
     optuna.create_study(directions=["maximize", "minimize"], sampler=sampler).optimize(objective, n_trials=trials)
+    if repeats is not None:
+        repeats.append(repeated)
     return curve
 
 
@@ -235,19 +249,25 @@ def samplers(seeds: int) -> None:
     results: dict[str, list[list[float]]] = {}
     makers = {
         "tpe": lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=10),
+        # What studies run since issue 13: TPE whose repeated proposals become unseen neighbours.
+        "tpe+unseen": lambda s: UnseenProposalSampler(
+            optuna.samplers.TPESampler(seed=s, n_startup_trials=10), space, seed=s
+        ),
         "nsga2": lambda s: optuna.samplers.NSGAIISampler(seed=s),
         "random": lambda s: optuna.samplers.RandomSampler(seed=s),
     }
+    repeats: dict[str, list[int]] = {}
     for name, make in makers.items():
-        results[name] = []
+        results[name], repeats[name] = [], []
         for seed in range(seeds):
-            results[name].append(_hypervolume_curve(make(seed), surface, space, np.random.default_rng(seed)))
-    print(f"{'sampler':>8} {'HV@50':>8} {'HV@100':>8} {'HV@200':>8}")
+            curve = _hypervolume_curve(make(seed), surface, space, np.random.default_rng(seed), repeats=repeats[name])
+            results[name].append(curve)
+    print(f"{'sampler':>10} {'HV@50':>8} {'HV@100':>8} {'HV@200':>8}  repeated networks of 200, per seed")
     for name, curves in results.items():
         means = [statistics.fmean(c[n - 1] for c in curves) for n in (50, 100, 200)]
-        print(f"{name:>8} " + " ".join(f"{m:8.4f}" for m in means))
+        print(f"{name:>10} " + " ".join(f"{m:8.4f}" for m in means) + f"  {repeats[name]}")
     target = statistics.fmean(c[199] for c in results["random"])
-    for name in ("tpe", "nsga2"):
+    for name in ("tpe", "tpe+unseen", "nsga2"):
         reached = [next((i + 1 for i, v in enumerate(c) if v >= target), None) for c in results[name]]
         shown = ", ".join("never" if r is None else str(r) for r in reached)
         print(f"{name}: trials to reach random search's mean 200-trial hypervolume, per seed: {shown}")

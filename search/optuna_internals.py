@@ -12,7 +12,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["count_trials", "storage_backend", "trial_by_number", "trial_row", "trials_just_read"]
+__all__ = ["count_trials", "set_trial_user_attr", "storage_backend", "trial_by_number", "trial_row",
+           "trials_just_read"]  # fmt: skip
 
 
 def count_trials(study: optuna.Study, state: TrialState | None = None) -> int:
@@ -46,3 +47,8 @@ def storage_backend(study: optuna.Study) -> optuna.storages.BaseStorage:
     """The storage behind Optuna's cache layer (our ResilientRDBStorage, for an RDB study)."""
     storage = study._storage
     return getattr(storage, "_backend", storage)
+
+
+def set_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: object) -> None:
+    """Record a user attribute on a trial a sampler is given (a FrozenTrial, which has no setter)."""
+    study._storage.set_trial_user_attr(trial._trial_id, key, value)

@@ -16,7 +16,7 @@ import optuna
 import plotly.graph_objects as go
 
 from ecgnet.thesis import thesis_experiments
-from ecgsearch.results import feasible_trained
+from ecgsearch.results import feasible_trained, repeats_line
 from ecgsearch.study import THESIS_ATTR
 
 __all__ = ["REFERENCE_AUROC", "REFERENCE_MB", "hypervolume", "hypervolume_history", "report_data", "write_report"]
@@ -118,7 +118,8 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
 <style>{style}</style></head>
 <body><h1>Study {html.escape(study.study_name)}</h1>
 <p>{len(rows)} trained feasible trials; Pareto front of {len(front)} trials.
-Thesis configurations dominated by the searched front: {html.escape(", ".join(dominated) or "none")}.</p>
+Thesis configurations dominated by the searched front: {html.escape(", ".join(dominated) or "none")}.
+{html.escape(repeats_line(study))}.</p>
 {scatter.to_html(full_html=False, include_plotlyjs=True)}
 {hv.to_html(full_html=False, include_plotlyjs=False)}
 <h2>E1-E18 here and in the thesis (Table 4.1)</h2>

@@ -19,7 +19,7 @@ from ecgnet.runner import export_outcome, train_seeds
 from ecgsearch.definition import StudyDefinition, parse_definition
 from ecgsearch.errors import UserError
 from ecgsearch.optuna_internals import count_trials, trial_by_number
-from ecgsearch.results import best_trial, export_trial, pareto_rows
+from ecgsearch.results import best_trial, export_trial, pareto_rows, repeats_line
 from ecgsearch.run_commands import quiet_optuna
 from ecgsearch.storage import StorageSettings, open_storage, redact, resolve_storage_url
 from ecgsearch.workspace import Workspace
@@ -56,6 +56,7 @@ def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bo
             f"{r['size_mb']:.3f}", f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}",
         )  # fmt: skip
     console.print(table)
+    console.print(repeats_line(study), highlight=False)
 
 
 def _fmt(value: float | None) -> str:

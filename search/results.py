@@ -13,10 +13,19 @@ from ecgnet.data.labels import class_set
 from ecgnet.data.preprocess import PreprocessConfig
 from ecgnet.export import export_model, load_model
 from ecgnet.size import describe_size
+from ecgsearch.proposals import PROPOSAL_ATTR
 from ecgsearch.space import SearchSpace
 from ecgsearch.study import THESIS_ATTR
 
-__all__ = ["best_trial", "export_trial", "feasible_trained", "pareto_rows", "trial_row"]
+__all__ = [
+    "best_trial",
+    "export_trial",
+    "feasible_trained",
+    "pareto_rows",
+    "repeat_counts",
+    "repeats_line",
+    "trial_row",
+]
 
 
 def feasible_trained(study: optuna.Study) -> list[FrozenTrial]:
@@ -55,6 +64,23 @@ def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
     space = study_space(study)
     classes = len(class_set(study.user_attrs["definition"].get("data", {}).get("class_set", "thesis17")))
     return sorted((trial_row(t, space, classes) for t in front), key=lambda r: (r["size_mb"] or 0, r["trial"]))
+
+
+def repeat_counts(study: optuna.Study) -> dict[str, int]:
+    """Complete trials, those that repeat an earlier network (result reused), and proposals made new."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return {
+        "complete": len(complete),
+        "repeats": sum("repeats_trial" in t.user_attrs for t in complete),
+        "changed_proposals": sum(PROPOSAL_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)),
+    }
+
+
+def repeats_line(study: optuna.Study) -> str:
+    """One sentence on repeats, for run, pareto and the report."""
+    counts = repeat_counts(study)
+    return (f"{counts['repeats']} of {counts['complete']} complete trials repeat an earlier network (its result is "
+            f"reused); {counts['changed_proposals']} repeated proposals were changed into unseen networks")  # fmt: skip
 
 
 def best_trial(study: optuna.Study, max_mb: float | None = None, metric: str = "val_micro_auroc") -> FrozenTrial:

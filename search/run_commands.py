@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ecgsearch.definition import load_definition
 from ecgsearch.errors import UserError
+from ecgsearch.results import repeats_line
 from ecgsearch.storage import StorageSettings, redact, resolve_storage_url
 from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_settings
 from ecgsearch.worker import run_worker
@@ -174,6 +175,7 @@ def run(
         + f". Pareto front: ecgsearch pareto --study-name {context.study_name}",
         highlight=False,
     )
+    console.print(f"study {context.study_name}: {repeats_line(study)}", highlight=False)
     if report.systematic_failure is not None:
         raise RepeatedFailure(
             f"{chosen.max_consecutive_failures} trials in a row failed with the same error, so this worker "

@@ -22,6 +22,7 @@ from ecgnet.data_spec import DataSpec
 from ecgnet.thesis import thesis_experiments
 from ecgsearch.definition import StudyDefinition
 from ecgsearch.errors import UserError
+from ecgsearch.proposals import UnseenProposalSampler
 from ecgsearch.storage import StorageSettings, database_lock, open_storage
 from ecgsearch.study_settings import SETTINGS_ATTR, SETTINGS_LOG_ATTR, StudySettings, log_entry, settle
 from ecgsearch.workspace import Workspace, data_fingerprint
@@ -139,8 +140,9 @@ def open_study(
 ) -> optuna.Study:
     """Create the study (recording its definition, data and settings) or load it and check all three.
 
-    The study's heartbeat settings are applied to this process's storage, and its sampler is
-    used unless ``sampler`` is given.
+    The study's heartbeat settings are applied to this process's storage, and its sampler
+    (wrapped so that it proposes only networks the study has not seen) is used unless
+    ``sampler`` is given.
     """
     storage = open_storage(context.storage_url, context.settings)
     definition = context.definition
@@ -187,7 +189,10 @@ def open_study(
             context.changes = changes
     storage.configure_heartbeat(settings.heartbeat_interval, settings.grace_period, settings.max_retries)
     if sampler is None:
-        study.sampler = create_sampler(definition, settings.sampler, worker_seed(context.seed))
+        seed = worker_seed(context.seed)
+        study.sampler = UnseenProposalSampler(
+            create_sampler(definition, settings.sampler, seed), definition.space, seed
+        )
     return study
 
 

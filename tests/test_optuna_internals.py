@@ -11,7 +11,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ecgsearch.optuna_internals import count_trials, storage_backend, trial_by_number, trial_row, trials_just_read
+from ecgsearch.optuna_internals import (
+    count_trials,
+    set_trial_user_attr,
+    storage_backend,
+    trial_by_number,
+    trial_row,
+    trials_just_read,
+)
 from ecgsearch.storage import ResilientRDBStorage, open_storage
 
 
@@ -59,3 +66,10 @@ def test_trials_just_read_reuses_or_refreshes(study: optuna.Study) -> None:
 def test_storage_backend_is_our_resilient_storage(study: optuna.Study) -> None:
     backend = storage_backend(study)
     assert isinstance(backend, ResilientRDBStorage) and backend.guard.outages == 0
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_set_trial_user_attr_writes_on_the_frozen_trial_a_sampler_gets(study: optuna.Study) -> None:
+    frozen = trial_row(study, study.ask())  # as samplers see the trial being asked for: running, frozen
+    set_trial_user_attr(study, frozen, "note", ["a", 1])
+    assert trial_by_number(study, frozen.number).user_attrs["note"] == ["a", 1]

@@ -69,7 +69,7 @@ def test_a_dead_workers_trial_in_a_full_study_is_reaped_and_retried(postgres_url
     name = unique_name("reap")
     env = environment(postgres_url)
     # A grace period longer than the survivor's own trial: it meets the full study while the dead trial "runs".
-    cmd = slow_worker(tmp_path, name, 2, "--heartbeat-interval", "1", "--grace-period", "20", "--max-retries", "1")
+    cmd = slow_worker(tmp_path, name, 2, "--heartbeat-interval", "1", "--grace-period", "30", "--max-retries", "1")
     victim = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: running_trials(postgres_url, name), 120, "the victim's running trial")
     dead = running_trials(postgres_url, name)[0]
