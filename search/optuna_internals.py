@@ -17,7 +17,7 @@ __all__ = ["count_trials", "set_trial_user_attr", "storage_backend", "trial_by_n
 
 
 def count_trials(study: optuna.Study, state: TrialState | None = None) -> int:
-    """How many trials the study holds (in ``state``), without building them all in Python."""
+    """How many trials the study holds (in ``state``); Optuna's cache layer re-reads only unfinished trials."""
     states = None if state is None else (state,)
     return study._storage.get_n_trials(study._study_id, states)
 

@@ -48,6 +48,7 @@ class UnseenProposalSampler(optuna.samplers.BaseSampler):
         self.space = space
         self.distributions = space.distributions()
         self.seed = seed
+        self._choices = {name: _choices(distribution) for name, distribution in self.distributions.items()}
         self._keys: dict[int, str | None] = {}  # trial number -> network key (None: incomplete params)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -68,7 +69,7 @@ class UnseenProposalSampler(optuna.samplers.BaseSampler):
             return params
         digest = hashlib.sha256(f"{self.seed}:{trial.number}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "big"))
-        names = [name for name in self.distributions if len(self._choices(name)) > 1]
+        names = [name for name in self.distributions if len(self._choices[name]) > 1]
         if not names:
             return params
         for attempt in range(MAX_ATTEMPTS):
@@ -76,20 +77,13 @@ class UnseenProposalSampler(optuna.samplers.BaseSampler):
             changed = rng.sample(names, min(len(names), 1 + attempt // 40))
             candidate = dict(params)
             for name in changed:
-                candidate[name] = rng.choice([c for c in self._choices(name) if c != params[name]])
+                candidate[name] = rng.choice([c for c in self._choices[name] if c != params[name]])
             if network_key(self.space, candidate) not in seen:
                 set_trial_user_attr(
                     study, trial, PROPOSAL_ATTR, sorted(n for n in changed if candidate[n] != params[n])
                 )
                 return candidate
         return params
-
-    def _choices(self, name: str) -> list[Any]:
-        distribution = self.distributions[name]
-        if isinstance(distribution, CategoricalDistribution):
-            return list(distribution.choices)
-        assert isinstance(distribution, IntDistribution)
-        return list(range(distribution.low, distribution.high + 1, distribution.step))
 
     def _seen(self, study: optuna.Study, current: FrozenTrial) -> set[str]:
         """Networks of every other trial with all its parameters (running, waiting, failed ones too)."""
@@ -119,3 +113,10 @@ class UnseenProposalSampler(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
+
+
+def _choices(distribution: BaseDistribution) -> list[Any]:
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    assert isinstance(distribution, IntDistribution)
+    return list(range(distribution.low, distribution.high + 1, distribution.step))

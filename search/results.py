@@ -68,11 +68,12 @@ def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 def repeat_counts(study: optuna.Study) -> dict[str, int]:
     """Complete trials, those that repeat an earlier network (result reused), and proposals made new."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     return {
         "complete": len(complete),
         "repeats": sum("repeats_trial" in t.user_attrs for t in complete),
-        "changed_proposals": sum(PROPOSAL_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)),
+        "changed_proposals": sum(PROPOSAL_ATTR in t.user_attrs for t in trials),
     }
 
 

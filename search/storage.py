@@ -135,6 +135,7 @@ class OutageGuard:
         self._lock = threading.Lock()
         self._outage_since: float | None = None
         self.outages = 0
+        self.last_recovery: float | None = None  # time.monotonic() when the last outage ended
 
     def call(self, function: Callable[..., T], *args: Any, on_retry: Callable[[], None] | None = None,
              **kwargs: Any) -> T:  # fmt: skip
@@ -160,6 +161,11 @@ class OutageGuard:
             self._note_success()
             return result
 
+    @property
+    def in_outage(self) -> bool:
+        """Whether the last call found the database unreachable."""
+        return self._outage_since is not None
+
     def _note_failure(self, message: str) -> None:
         now = time.monotonic()
         with self._lock:
@@ -180,6 +186,7 @@ class OutageGuard:
             if self._outage_since is not None:
                 self.log(f"database reachable again after {time.monotonic() - self._outage_since:.0f} s")
                 self._outage_since = None
+                self.last_recovery = time.monotonic()
 
 
 def _log_to_stderr(message: str) -> None:
@@ -201,6 +208,14 @@ class ResilientRDBStorage(RDBStorage):
         self.grace_period = grace_period
         self.heartbeat_stale_trial_callback = RetryFailedTrial(max_retries)
         self.failed_trial_callback = self.heartbeat_stale_trial_callback
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # No heartbeat reached the database during an outage: right after one, every running
+        # trial looks dead. Judge staleness only once a grace period of beats has been possible.
+        since = self.guard.last_recovery
+        if self.guard.in_outage or (since is not None and time.monotonic() - since < (self.grace_period or 0)):
+            return []
+        return self.guard.call(RDBStorage._get_stale_trial_ids, self, study_id, on_retry=self.scoped_session.remove)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         """Optuna's call, retried; a retry that finds its own first attempt committed succeeds."""
@@ -226,7 +241,7 @@ _RETRIED = ("create_new_study", "delete_study", "set_study_user_attr", "set_stud
             "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
             "_create_new_trial", "_set_trial_param", "get_trial_param", "set_trial_intermediate_value",
             "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
-            "get_trial", "_get_trials", "_get_best_trial_id", "record_heartbeat", "_get_stale_trial_ids")  # fmt: skip
+            "get_trial", "_get_trials", "_get_best_trial_id", "record_heartbeat")  # fmt: skip
 
 
 def _retried(name: str) -> Callable[..., Any]:

@@ -20,6 +20,7 @@ worker stops and says why instead of burning its allocation on a loop of failure
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import signal
 import time
@@ -61,11 +62,13 @@ def _fill_state(study: optuna.Study, total: int) -> str:
     ``wait``: the study is at its total but other workers still run trials; one of them may die,
     and its retry must find a worker, so this one waits instead of leaving.
     """
-    if count_trials(study, TrialState.WAITING):
+    # One read of the study (Optuna's cache layer fetches only trials that changed), counted here.
+    states = collections.Counter(t.state for t in study.get_trials(deepcopy=False))
+    if states[TrialState.WAITING]:
         return "open"  # enqueued trials (thesis, retries) are asked for, not created
-    if count_trials(study) - count_trials(study, TrialState.FAIL) < total:
+    if sum(states.values()) - states[TrialState.FAIL] < total:
         return "open"
-    return "wait" if count_trials(study, TrialState.RUNNING) else "full"
+    return "wait" if states[TrialState.RUNNING] else "full"
 
 
 def _reap_dead_trials(study: optuna.Study) -> int:

@@ -33,7 +33,7 @@ from search_helpers import (
 from ecgsearch.definition import load_definition
 from ecgsearch.objective import TrialObjective
 from ecgsearch.retry import RetryFailedTrial
-from ecgsearch.storage import open_storage
+from ecgsearch.storage import StorageSettings, open_storage
 from ecgsearch.study import SearchContext, open_study
 from ecgsearch.workspace import Workspace
 
@@ -286,3 +286,19 @@ def test_a_wrong_database_password_is_one_line_and_never_shown(postgres_url: str
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-3000:]
     assert result.stderr.startswith("error: cannot use the storage postgresql+psycopg2://optuna:***@")
     assert "password authentication failed" in result.stderr and "not-the-password-42" not in result.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_right_after_a_database_outage_no_running_trial_counts_as_dead(tmp_path: Path) -> None:
+    """No heartbeat could be written during the outage: reaping then would fail every live trial."""
+    storage = open_storage(sqlite_url(tmp_path), StorageSettings(heartbeat_interval=1, grace_period=1))
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.2)  # SQLite's clock has one-second steps: this is surely more than the 1 s grace
+    study_id = storage.get_study_id_from_name(study.study_name)
+    assert storage._get_stale_trial_ids(study_id) == [trial._trial_id]  # silent longer than the grace period
+    storage.guard.last_recovery = time.monotonic()  # the database just came back
+    assert storage._get_stale_trial_ids(study_id) == []
+    storage.guard.last_recovery = time.monotonic() - 1.5  # a grace period of beats has been possible since
+    assert storage._get_stale_trial_ids(study_id) == [trial._trial_id]
