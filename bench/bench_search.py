@@ -34,6 +34,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from ecgnet.metric_names import HEADLINE_METRICS
 from ecgnet.size import describe_size
 from ecgnet.thesis import thesis_experiments
 from ecgsearch.definition import load_definition
@@ -65,9 +66,7 @@ class NoTrainObjective(TrialObjective):
 class _FakeResult:
     def __init__(self) -> None:
         rng = np.random.default_rng()
-        self.val_metrics = {k: float(rng.uniform(0.6, 0.9)) for k in
-                            ("micro_auroc", "macro_auroc", "micro_precision", "macro_precision", "macro_f1",
-                             "challenge_score")}  # fmt: skip
+        self.val_metrics = {k: float(rng.uniform(0.6, 0.9)) for k in HEADLINE_METRICS}
         self.seconds, self.cut_by_time_limit, self.history = 0.0, False, []
 
 

@@ -1,11 +1,20 @@
 """Classification metrics of the thesis (Table 4.1) and the PhysioNet/CinC Challenge 2021 score.
 
-Classes with no positive example cannot have an AUROC or a recall: they are left out of every
-macro average and counted in ``classes_without_positives``. Micro averages pool all
-(record, class) pairs, as scikit-learn's ``average="micro"`` does.
+The thesis took its figures from its base code (UTU dl-ecg-classifier), which computes
+scikit-learn's ``roc_auc_score`` and ``average_precision_score`` and logs the latter as
+"precision": the thesis's micro/macro precision columns are areas under the precision-recall
+curve (``micro_auprc``, ``macro_auprc`` here), not precision at a threshold. Precision at the
+decision threshold is kept apart as ``micro_precision_at_threshold`` and
+``macro_precision_at_threshold``.
+
+As in the base code, classes with no positive example are left out before any area is
+computed (their AUROC and AUPRC are undefined): micro areas pool the (record, class) pairs of
+the classes that have positives, macro areas average over those classes. Scikit-learn's own
+``average="micro"`` would pool every class; the two agree when every class has a positive.
+Left-out classes are counted in ``classes_without_positives``.
 
     >>> m = classification_metrics(labels, probabilities, class_set("thesis17"))
-    >>> m["micro_auroc"], m["macro_auroc"], m["challenge_score"]
+    >>> m["micro_auroc"], m["macro_auprc"], m["challenge_score"]
 """
 
 from __future__ import annotations
@@ -13,38 +22,32 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score, multilabel_confusion_matrix, roc_auc_score
 
 from ecgnet.data.labels import ClassSet, challenge_weight_classes
+from ecgnet.metric_names import HEADLINE_METRICS
 
-__all__ = ["auroc", "challenge_score", "classification_metrics", "tune_thresholds"]
+__all__ = ["HEADLINE_METRICS", "auroc", "challenge_score", "classification_metrics", "tune_thresholds"]
 
 SINUS_RHYTHM = "426783006"  # the Challenge's "inactive" (normal) class
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve of one binary problem (Mann-Whitney U; ties count one half)."""
+    """Area under the ROC curve of one binary problem (ties count one half); NaN when one class is absent."""
     labels = np.asarray(labels, dtype=bool).ravel()
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    positives = int(labels.sum())
-    negatives = labels.size - positives
-    if positives == 0 or negatives == 0:
+    if labels.all() or not labels.any():
         return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64).ravel()))
 
 
-def _precision_recall_f1(labels: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, ...]:
-    tp = (labels & predicted).sum(axis=0).astype(np.float64)
-    predicted_positive = predicted.sum(axis=0)
-    actual_positive = labels.sum(axis=0)
-    # No predicted positive: precision 0, as scikit-learn's zero_division default gives.
-    precision = np.divide(tp, predicted_positive, out=np.zeros_like(tp), where=predicted_positive > 0)
-    recall = np.divide(tp, actual_positive, out=np.full_like(tp, np.nan), where=actual_positive > 0)
-    denominator = precision + recall
-    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    f1[actual_positive == 0] = np.nan
-    return precision, recall, f1
+def _per_column(function, labels: np.ndarray, scores: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``function`` (a scikit-learn area) of each of ``columns``, in one call; NaN for the others."""
+    values = np.full(labels.shape[1], np.nan)
+    if columns.sum() == 1:  # one column: scikit-learn reads a 2-D single column as one binary problem
+        values[columns] = function(labels[:, columns].ravel(), scores[:, columns].ravel())
+    elif columns.any():
+        values[columns] = function(labels[:, columns], scores[:, columns], average=None)
+    return values
 
 
 def classification_metrics(
@@ -53,36 +56,66 @@ def classification_metrics(
     classes: ClassSet,
     thresholds: np.ndarray | float = 0.5,
 ) -> dict[str, object]:
-    """Micro/macro AUROC and precision, macro F1, per-class figures and the Challenge score."""
+    """The ``HEADLINE_METRICS``, per-class figures and the Challenge score's kind."""
     labels = np.asarray(labels, dtype=bool)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     predicted = probabilities >= np.broadcast_to(np.asarray(thresholds, dtype=np.float64), probabilities.shape[1:])
-    has_positives = labels.any(axis=0)
-    per_class_auroc = np.array([auroc(labels[:, k], probabilities[:, k]) for k in range(labels.shape[1])])
-    precision, recall, f1 = _precision_recall_f1(labels, predicted)
-    micro_tp = (labels & predicted).sum()
+    kept = labels.any(axis=0)
+    two_classes = kept & ~labels.all(axis=0)  # an AUROC needs negatives too
+    nan = float("nan")
+    per_class_auroc = _per_column(roc_auc_score, labels, probabilities, two_classes)
+    per_class_auprc = _per_column(average_precision_score, labels, probabilities, kept)
+    # One confusion matrix per class gives scikit-learn's precision, recall and F1 (zero_division=0
+    # for precision and F1) without its input checks three times over.
+    confusion = multilabel_confusion_matrix(labels, predicted)
+    tp, fp, fn = confusion[:, 1, 1], confusion[:, 0, 1], confusion[:, 1, 0]
+    precision = _ratio(tp, tp + fp, 0.0)
+    recall = _ratio(tp, tp + fn, nan)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn, 0.0)
     score, official = challenge_score(labels, predicted, classes)
+    pooled = labels[:, kept]
     return {
-        "micro_auroc": auroc(labels[:, has_positives], probabilities[:, has_positives]),
-        "macro_auroc": float(np.nanmean(per_class_auroc[has_positives])) if has_positives.any() else float("nan"),
-        "micro_precision": float(micro_tp / predicted.sum()) if predicted.any() else 0.0,
-        "macro_precision": float(precision[has_positives].mean()) if has_positives.any() else float("nan"),
-        "macro_f1": float(f1[has_positives].mean()) if has_positives.any() else float("nan"),
+        "micro_auroc": _micro(roc_auc_score, pooled, probabilities[:, kept]) if _both(pooled) else nan,
+        "macro_auroc": _nanmean(per_class_auroc[kept]),
+        "micro_auprc": _micro(average_precision_score, pooled, probabilities[:, kept]) if kept.any() else nan,
+        "macro_auprc": _nanmean(per_class_auprc[kept]),
+        "micro_precision_at_threshold": float(_ratio(tp.sum(), (tp + fp).sum(), 0.0)),
+        "macro_precision_at_threshold": float(precision[kept].mean()) if kept.any() else nan,
+        "macro_f1": float(f1[kept].mean()) if kept.any() else nan,
         "challenge_score": score,
         "challenge_score_kind": "official" if official else "challenge-style",
-        "classes_without_positives": int((~has_positives).sum()),
+        "classes_without_positives": int((~kept).sum()),
         "records": int(labels.shape[0]),
         "per_class": {
             abbreviation: {
                 "code": code,
                 "positives": int(labels[:, k].sum()),
                 "auroc": _none_if_nan(per_class_auroc[k]),
-                "precision": float(precision[k]),
+                "auprc": _none_if_nan(per_class_auprc[k]),
+                "precision_at_threshold": float(precision[k]),
                 "recall": _none_if_nan(recall[k]),
             }
             for k, (code, abbreviation) in enumerate(zip(classes.codes, classes.abbreviations, strict=True))
         },
     }
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray, empty: float) -> np.ndarray:
+    numerator, denominator = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
+    return np.divide(numerator, denominator, out=np.full_like(numerator, empty), where=denominator > 0)
+
+
+def _both(labels: np.ndarray) -> bool:
+    return bool(labels.any() and not labels.all())
+
+
+def _micro(function, labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(function(labels.ravel(), scores.ravel()))
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
 
 
 def _none_if_nan(value: float) -> float | None:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from ecgnet.data.cinc import read_cinc_record
 from ecgnet.data.dataset import minmax_scale
 from ecgnet.data.preprocess import PreprocessConfig, preprocess
 from ecgnet.data.record import RecordError, check_signal
-from ecgnet.data.sph import SPH_FS, read_sph_signal
+from ecgnet.data.sph import SPH_FS, read_sph_signal, sph_demographics
 from ecgnet.export import load_model
 
 __all__ = ["Prediction", "predict_files", "read_for_prediction"]
@@ -41,23 +40,18 @@ def _sph_demographics(path: Path) -> tuple[float | None, str | None]:
     row = table[table.get("ECG_ID", pd.Series(dtype=str)) == path.stem]
     if row.empty:
         return None, None
-    try:
-        age = float(row.iloc[0]["Age"])
-    except ValueError:
-        age = math.nan
-    sex = {"F": "female", "M": "male"}.get(row.iloc[0]["Sex"].strip().upper())
-    return (age if math.isfinite(age) else None), sex
+    return sph_demographics(row.iloc[0].to_dict())
 
 
 def read_for_prediction(path: Path | str) -> tuple[np.ndarray, float, float | None, str | None]:
-    """(signal in mV, rate, age, sex) of a WFDB (.hea or .mat) or SPH (.h5) file."""
+    """(signal in mV, rate, age, sex) of a WFDB (.hea, .mat or .dat) or SPH (.h5) file."""
     path = Path(path)
     if path.suffix == ".h5":
         signal = check_signal(path, read_sph_signal(path), 12, None)
         return (signal, SPH_FS, *_sph_demographics(path))
     header = path.with_suffix(".hea")
-    if path.suffix not in (".hea", ".mat"):
-        raise RecordError(path, "unknown file type: expected a WFDB .hea/.mat or an SPH .h5 file")
+    if path.suffix not in (".hea", ".mat", ".dat"):
+        raise RecordError(path, "unknown file type: expected a WFDB .hea/.mat/.dat or an SPH .h5 file")
     if not header.exists():
         raise RecordError(header, "header file is missing")
     record = read_cinc_record(header, for_training=False)

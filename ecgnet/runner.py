@@ -11,13 +11,14 @@ reported beside them, never used for any choice (thresholds are tuned on validat
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import statistics
 from pathlib import Path
 from typing import Any
 
 from ecgnet.arch import ArchConfig
-from ecgnet.data.cache_reader import ECGCache
+from ecgnet.data.cache_reader import ECGCache, check_cache_fits
 from ecgnet.data.dataset import RecordDataset, WindowDataset
 from ecgnet.data.labels import ClassSet, class_set
 from ecgnet.data.splits import make_split, read_split
@@ -31,6 +32,7 @@ __all__ = [
     "RunOutcome",
     "export_outcome",
     "load_data",
+    "reseeded",
     "summarize_seeds",
     "train_and_evaluate",
     "train_seeds",
@@ -54,7 +56,12 @@ class RunOutcome:
 
 
 def load_data(spec: DataSpec, config: TrainConfig) -> LoadedData:
-    """The split of ``spec``'s cache; training windows of ``config.window`` samples, crops seeded by ``config.seed``."""
+    """The split of ``spec``'s cache; training windows of ``config.window`` samples, crops seeded by ``config.seed``.
+
+    A cache of another preprocessing style than ``spec`` asks for, or without its test source,
+    is an ``InputError`` before anything is loaded.
+    """
+    check_cache_fits(spec)
     cache = ECGCache(spec.cache)
     classes = class_set(spec.class_set)
     if spec.split_dir:
@@ -78,6 +85,13 @@ def load_data(spec: DataSpec, config: TrainConfig) -> LoadedData:
         val=RecordDataset(cache, names["val"], labels),
         test=RecordDataset(cache, names["test"], labels),
     )
+
+
+def reseeded(data: LoadedData, seed: int) -> LoadedData:
+    """The same split, with the training crops ``load_data`` draws for ``seed`` (no data is read again)."""
+    train = copy.copy(data.train)
+    train.seed = seed
+    return dataclasses.replace(data, train=train)
 
 
 def train_and_evaluate(
@@ -139,6 +153,8 @@ def export_outcome(
         outcome.result.model,
         out_dir,
         classes=data.classes,
+        # Prediction preprocesses new records as this cache was: model.json carries its style.
+        preprocess=data.cache.preprocess_config,
         metrics={"validation": outcome.result.val_metrics, "test": outcome.test_metrics},
         thresholds=outcome.result.thresholds,
         extra={

@@ -22,13 +22,18 @@ _DATA_FILE = "thesis_experiments.toml"
 
 @dataclasses.dataclass(frozen=True)
 class ThesisReference:
-    """Table 4.1 of the thesis for one experiment (its data, its training; for comparison only)."""
+    """Table 4.1 of the thesis for one experiment (its data, its training; for comparison only).
+
+    The thesis headed ``micro_auprc`` and ``macro_auprc`` "Micro/Macro Precision": its base code
+    logged scikit-learn's ``average_precision_score`` (the area under the precision-recall curve)
+    under that name.
+    """
 
     model_size_mb: float
     micro_auroc: float
     macro_auroc: float
-    micro_precision: float
-    macro_precision: float
+    micro_auprc: float
+    macro_auprc: float
     size_reduction_pct: float
 
 

@@ -25,22 +25,13 @@ from torch import nn
 from ecgnet.arch import ArchConfig
 from ecgnet.data.dataset import RecordDataset, WindowDataset, minmax_scale, window_loader
 from ecgnet.data.labels import ClassSet
-from ecgnet.metrics import classification_metrics, tune_thresholds
+from ecgnet.metrics import HEADLINE_METRICS, classification_metrics, tune_thresholds
 from ecgnet.model import ECGResNet
 from ecgnet.train_config import TrainConfig
 
 __all__ = ["TrainConfig", "TrainResult", "evaluate", "predict_probabilities", "resolve_device", "train_model"]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
-# Per-epoch history keeps the headline figures; the full metrics of the last epoch are kept apart.
-HISTORY_METRICS = (
-    "micro_auroc",
-    "macro_auroc",
-    "micro_precision",
-    "macro_precision",
-    "macro_f1",
-    "challenge_score",
-)
 
 
 @dataclasses.dataclass
@@ -132,7 +123,7 @@ def train_model(
                 break
         val_metrics = evaluate(model, val_data, classes, config, device=device)
         entry = {"epoch": epoch + 1, "steps": step, "train_loss": float(np.mean(losses)), "seconds": 0.0}
-        entry.update({k: val_metrics[k] for k in HISTORY_METRICS})
+        entry.update({k: val_metrics[k] for k in HEADLINE_METRICS})
         entry["seconds"] = round(time.perf_counter() - start, 3)
         history.append(entry)
         if progress:

@@ -12,7 +12,8 @@ from ecgnet.thesis import ThesisExperiment, thesis_experiment, thesis_experiment
 
 __all__ = ["arch_config_table", "arch_row", "arch_rows", "arch_table"]
 
-THESIS_METRICS = ("micro_auroc", "macro_auroc", "micro_precision", "macro_precision")
+# The thesis's "Micro/Macro Precision" columns are AUPRC (see ecgnet.thesis.ThesisReference).
+THESIS_METRICS = ("micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc")
 
 
 def arch_row(experiment: ThesisExperiment) -> dict[str, Any]:
@@ -49,11 +50,12 @@ def arch_table(rows: list[dict[str, Any]]) -> Table:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         title="Named architectures: size measured here, metrics as the thesis reported them",
-        caption="MB = torch.save(state_dict) bytes / 2**20; MACs for one 12 x 4096 input; "
-        "µ/M = micro/macro (thesis, Table 4.1)",
+        caption="MB = torch.save(state_dict) bytes / 2**20; MACs for one 12 x 4096 input; µ/M = micro/macro; "
+        "ROC/PRC = area under the ROC/precision-recall curve (AUROC/AUPRC, thesis Table 4.1; its "
+        '"precision" is AUPRC)',
     )
     table.add_column("exp", no_wrap=True)
-    for header in ("params", "MB", "paper MB", "GMACs", "µAUROC", "MAUROC", "µprec", "Mprec"):
+    for header in ("params", "MB", "paper MB", "GMACs", "µROC", "MROC", "µPRC", "MPRC"):
         table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
         thesis = row["thesis"]

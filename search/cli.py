@@ -31,6 +31,7 @@ app.command("worker", help=cli_study.WORKER_HELP)(cli_study.run_command)
 app.command("enqueue-thesis")(cli_study.enqueue_command)
 app.command("pareto")(cli_study.pareto_command)
 app.command("export")(cli_study.export_command)
+app.command("confirm")(cli_study.confirm_command)
 app.command("dashboard")(cli_study.dashboard_command)
 app.command("report")(cli_study.report_command)
 slurm_app = typer.Typer(help="Workers as a Slurm job array on one shared study.", no_args_is_help=True)
@@ -95,12 +96,20 @@ def data_prepare(
     sources: Annotated[list[Path], typer.Argument(help="Data directories (searched recursively) or .hea files.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The cache file to write (HDF5).")],
     workers: Annotated[int, typer.Option(help="Worker processes (0 = one per CPU core).")] = 0,
+    source: Annotated[
+        str | None,
+        typer.Option(help="Source name for records whose names are not Challenge names (your own data)."),
+    ] = None,
+    preprocess: Annotated[
+        str, typer.Option(help="exact (samples at k/250 s) or base-code (as the thesis's base code computes).")
+    ] = "exact",
     as_json: JsonOption = False,
 ) -> None:
     """Read, check and preprocess records into one cache; resumes an interrupted run."""
     from ecgsearch.data_commands import prepare
 
-    prepare(sources, out, workers=workers or None, as_json=as_json, console=console)
+    prepare(sources, out, workers=workers or None, own_source=source, preprocess=preprocess, as_json=as_json,
+            console=console)  # fmt: skip
 
 
 @data_app.command("info")
@@ -133,7 +142,11 @@ def data_split(
     cache: Annotated[Path, typer.Argument(help="A cache written by `ecgsearch data prepare`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for train.csv, val.csv, test.csv.")],
     test: Annotated[
-        str, typer.Option(help="Held-out sources: cpsc (thesis split 1), g12ec, sph, ptb, chapman-ningbo.")
+        str,
+        typer.Option(
+            help="Held-out sources: cpsc (thesis split 1), g12ec, sph, ptb, chapman-ningbo, or any one source "
+            "of the cache (e.g. a --source of `data prepare`)."
+        ),
     ] = "cpsc",
     folds: Annotated[int, typer.Option(help="Validation folds of the training pool.")] = 5,
     fold: Annotated[int, typer.Option(help="Which fold validates (0-based).")] = 0,

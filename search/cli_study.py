@@ -11,8 +11,8 @@ from rich.console import Console
 if TYPE_CHECKING:
     from ecgsearch.run_commands import StudyOptions
 
-__all__ = ["dashboard_command", "enqueue_command", "export_command", "pareto_command", "report_command",
-           "run_command"]  # fmt: skip
+__all__ = ["confirm_command", "dashboard_command", "enqueue_command", "export_command", "pareto_command",
+           "report_command", "run_command"]  # fmt: skip
 
 console = Console()
 # Importing torch and optuna takes seconds: commands import what they use, so `--help` stays
@@ -153,6 +153,39 @@ def export_command(
         raise typer.BadParameter("give exactly one of --trial N or --best")
     export(workspace, storage, study_name, out, trial=trial, max_mb=max_mb, retrain=retrain, seeds=seeds,
            epochs=epochs, console=console)  # fmt: skip
+
+
+def confirm_command(
+    seeds: Annotated[int, typer.Option(min=2, help="Seeds per network in all; the study's own run is the first.")] = 3,
+    front: Annotated[bool, typer.Option("--front", help="Confirm the trials on the Pareto front.")] = False,
+    thesis: Annotated[bool, typer.Option("--thesis", help="Confirm the thesis configurations the study ran.")] = False,
+    trial: Annotated[list[int] | None, typer.Option("--trial", help="Confirm this trial (repeatable).")] = None,
+    run_here: Annotated[
+        bool,
+        typer.Option(
+            "--run/--no-run",
+            help="Run the confirmations here; --no-run only "
+            "enqueues them for workers (`worker --study-name NAME.confirm`).",
+        ),
+    ] = True,
+    study_name: Annotated[str, typer.Option(help="The study to confirm.")] = "demo",
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    storage: Storage = None,
+    outage_timeout: OutageTimeout = 600.0,
+) -> None:
+    """Retrain chosen trials' networks with more seeds, then show mean ± sd.
+
+    The runs are trials of the study NAME.confirm in the same storage: any number of workers share them, a killed one
+    loses nothing, and pareto and report show the spread.
+    """
+    from ecgsearch.confirm_commands import confirm
+    from ecgsearch.storage import StorageSettings
+
+    defaults = StorageSettings()
+    settings = StorageSettings(defaults.heartbeat_interval, defaults.grace_period, defaults.max_retries, outage_timeout)
+    code = confirm(workspace, storage, study_name, seeds=seeds, front=front, thesis=thesis, trials=trial or [],
+                   run_here=run_here, settings=settings, console=console)  # fmt: skip
+    raise typer.Exit(code)
 
 
 def dashboard_command(

@@ -17,14 +17,35 @@ from rich.table import Table
 from ecgnet.data.cache import prepare_cache
 from ecgnet.data.cache_reader import ECGCache
 from ecgnet.data.labels import CLASS_SETS
+from ecgnet.data.preprocess import PREPROCESS_STYLES, PreprocessConfig
+from ecgnet.data.sources import check_source_name
 from ecgnet.data.splits import make_split, write_split
 from ecgsearch.errors import UserError
 
 __all__ = ["info", "prepare", "split"]
 
 
-def prepare(sources: list[Path], out: Path, *, workers: int | None, as_json: bool, console: Console) -> None:
-    """Build a cache from record folders, with a progress bar; the counts and rejects at the end."""
+def prepare(
+    sources: list[Path],
+    out: Path,
+    *,
+    workers: int | None,
+    as_json: bool,
+    console: Console,
+    own_source: str | None = None,
+    preprocess: str = "exact",
+) -> None:
+    """Build a cache from record folders, with a progress bar; the counts and rejects at the end.
+
+    ``own_source`` is the source of records whose names are not Challenge names; ``preprocess``
+    the style (``exact`` or ``base-code``).
+    """
+    config = _preprocess_config(preprocess)
+    if own_source is not None:
+        try:
+            check_source_name(own_source)
+        except ValueError as exc:
+            raise UserError(f"--source: {exc}") from None
     columns = (TextColumn("preprocessing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=as_json, transient=False) as bar:
         task = bar.add_task("records", total=None)
@@ -32,9 +53,11 @@ def prepare(sources: list[Path], out: Path, *, workers: int | None, as_json: boo
         def on_progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        report = prepare_cache(sources, out, workers=workers, progress=on_progress)
+        report = prepare_cache(sources, out, workers=workers, config=config, own_source=own_source,
+                               progress=on_progress)  # fmt: skip
     summary = {
         "cache": str(report.cache),
+        "preprocess": config.style,
         "records": report.records,
         "rejected": len(report.rejected),
         "rejects_file": str(report.rejects_file),
@@ -52,10 +75,16 @@ def prepare(sources: list[Path], out: Path, *, workers: int | None, as_json: boo
     if len(report.rejected) > 20:
         console.print(f"... and {len(report.rejected) - 20} more")
     console.print(
-        f"{report.records} records cached in {report.cache} ({report.seconds:.1f} s); "
+        f"{report.records} records cached in {report.cache} (preprocess {config.style}, {report.seconds:.1f} s); "
         f"{len(report.rejected)} rejected, listed in {report.rejects_file}",
         highlight=False,
     )
+
+
+def _preprocess_config(style: str) -> PreprocessConfig:
+    if style not in PREPROCESS_STYLES:
+        raise UserError(f"--preprocess: unknown style {style!r}; known: {', '.join(PREPROCESS_STYLES)}")
+    return PreprocessConfig(style=style)
 
 
 def info(cache_path: Path, class_set: str, *, as_json: bool, console: Console) -> None:
@@ -70,7 +99,8 @@ def info(cache_path: Path, class_set: str, *, as_json: bool, console: Console) -
         print(json.dumps(summary, indent=2))
         return
     console.print(
-        f"{summary['records']} records, {summary['hours']:.1f} h, class set {summary['class_set']}; "
+        f"{summary['records']} records, {summary['hours']:.1f} h, preprocess {summary['preprocess']}, "
+        f"class set {summary['class_set']}; "
         f"{summary['unlabeled']} record(s) have no class of this set",
         highlight=False,
     )

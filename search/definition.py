@@ -153,6 +153,7 @@ def parse_definition(raw: dict[str, Any], source: str) -> StudyDefinition:
             split_seed=model.data.split_seed,
             class_set=model.data.class_set,
             max_train_records=model.data.max_train_records,
+            preprocess=model.data.preprocess,
         ),
         fixed_trials=tuple(model.fixed_trials),
         default_trials=model.default_trials,

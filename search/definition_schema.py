@@ -16,7 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ecgnet.arch import MAX_BLOCKS_PER_STAGE, MIN_BLOCKS_PER_STAGE, ArchConfig, ArchConfigError
 from ecgnet.data.labels import DEFAULT_CLASS_SET
-from ecgnet.data.sources import TEST_SOURCE_GROUPS
+from ecgnet.data.sources import check_test_name
+from ecgnet.metric_names import HEADLINE_METRICS
 from ecgnet.thesis import thesis_experiments
 from ecgnet.train_config import TrainConfig
 
@@ -34,11 +35,7 @@ __all__ = [
 ]
 
 # Figures a trial can optimise: validation metrics of training, and size figures.
-METRICS = {
-    "val_micro_auroc": "maximize",
-    "val_macro_auroc": "maximize",
-    "val_challenge_score": "maximize",
-    "val_macro_f1": "maximize",
+METRICS = {f"val_{name}": "maximize" for name in HEADLINE_METRICS} | {
     "size_mb": "minimize",
     "params": "minimize",
     "macs": "minimize",
@@ -54,8 +51,11 @@ SAMPLER_SETTINGS: dict[str, tuple[str, ...]] = {
 # gives a better message than a check against the tuple.
 ConvType = Literal["standard", "depthwise_separable"]
 ClassSetName = Literal["thesis17", "thesis17-literal", "challenge2021"]
+# Kept equal to ecgnet.data.preprocess.PREPROCESS_STYLES by a test (importing it would load scipy).
+PreprocessStyle = Literal["exact", "base-code"]
 # Defaults of [data] absent keys (those of ecgnet.data_spec.DataSpec; a test keeps them equal).
-DATA_DEFAULTS = {"test": "cpsc", "folds": 5, "fold": 0, "split_seed": 0, "class_set": DEFAULT_CLASS_SET}
+DATA_DEFAULTS = {"test": "cpsc", "folds": 5, "fold": 0, "split_seed": 0, "class_set": DEFAULT_CLASS_SET,
+                 "preprocess": None}  # fmt: skip
 
 # strict: TOML "two" or 32.5 must not become an int; allow_inf_nan: TOML has inf and nan.
 _CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -211,18 +211,23 @@ class SyntheticModel(BaseModel):
 
 
 class DataModel(BaseModel):
-    """``[data]``: the cache (or synthetic data), the split and the class set."""
+    """``[data]``: the cache (or synthetic data), its preprocessing style, the split and the class set.
+
+    ``test`` is a test group or a source name; whether the cache holds that source, and was
+    prepared in the ``preprocess`` style, is checked when the study opens the cache.
+    """
 
     model_config = _CONFIG
     cache: str = ""
     synthetic: SyntheticModel | None = None
     split_dir: str | None = None
-    test: Literal[tuple(TEST_SOURCE_GROUPS)] = DATA_DEFAULTS["test"]  # type: ignore[valid-type]
+    test: Annotated[str, AfterValidator(check_test_name)] = DATA_DEFAULTS["test"]
     folds: Annotated[int, Field(ge=2)] = DATA_DEFAULTS["folds"]
     fold: Annotated[int, Field(ge=0)] = DATA_DEFAULTS["fold"]
     split_seed: Annotated[int, Field(ge=0)] = DATA_DEFAULTS["split_seed"]
     class_set: ClassSetName = DATA_DEFAULTS["class_set"]
     max_train_records: Annotated[int, Field(ge=1)] | None = None
+    preprocess: PreprocessStyle | None = DATA_DEFAULTS["preprocess"]
 
     @field_validator("fold")
     @classmethod

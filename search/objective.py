@@ -21,26 +21,30 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ecgnet.runner import DataSpec, LoadedData, export_outcome, train_and_evaluate
+from ecgnet.metric_names import HEADLINE_METRICS
+from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, train_and_evaluate
 from ecgnet.size import describe_size
+from ecgnet.train_config import TrainConfig
 from ecgsearch.optuna_internals import trials_just_read
 from ecgsearch.study import THESIS_ATTR, WORKER_ID, SearchContext
 
-__all__ = ["TrialInterrupted", "TrialObjective", "config_key"]
+__all__ = ["TrialInterrupted", "TrialObjective", "config_key", "result_record"]
 
 EventCallback = Callable[[dict[str, Any]], None]
 # What an untrained (infeasible) trial reports: chance level, ignored by the samplers.
-UNTRAINED = {"val_micro_auroc": 0.5, "val_macro_auroc": 0.5, "val_challenge_score": 0.0, "val_macro_f1": 0.0}
-RESULT_ATTRS = (
-    "micro_auroc",
-    "macro_auroc",
-    "micro_precision",
-    "macro_precision",
-    "macro_f1",
-    "challenge_score",
-)
+UNTRAINED = {f"val_{name}": 0.5 if name.endswith("auroc") else 0.0 for name in HEADLINE_METRICS}
 DUPLICATE_POLL_SECONDS = 2.0
 ARTIFACT_FILES = ("model.pt", "model.json")
+
+
+def result_record(outcome: RunOutcome) -> dict[str, Any]:
+    """A trained trial's ``result`` attribute: validation and test figures, and how training went."""
+    val, test, result = outcome.result.val_metrics, outcome.test_metrics, outcome.result
+    return {
+        "val": {name: val[name] for name in HEADLINE_METRICS},
+        "test": {name: test[name] for name in HEADLINE_METRICS},
+        "training": {"seconds": round(result.seconds, 2), "cut_by_time_limit": result.cut_by_time_limit},
+    }
 
 
 class TrialInterrupted(KeyboardInterrupt):
@@ -137,15 +141,10 @@ class TrialObjective:
         val, test = outcome.result.val_metrics, outcome.test_metrics
         trial.set_user_attr("val_micro_auroc", val["micro_auroc"])
         trial.set_user_attr("test_micro_auroc", test["micro_auroc"])
-        trial.set_user_attr("result", {
-            "val": {name: val[name] for name in RESULT_ATTRS},
-            "test": {name: test[name] for name in RESULT_ATTRS},
-            "training": {"seconds": round(outcome.result.seconds, 2),
-                         "cut_by_time_limit": outcome.result.cut_by_time_limit},
-        })  # fmt: skip
+        trial.set_user_attr("result", result_record(outcome))
         trial.set_user_attr("trained", True)
         self._upload(trial, outcome)
-        values = self._values({**figures, **{f"val_{k}": val[k] for k in RESULT_ATTRS}})
+        values = self._values({**figures, **{f"val_{k}": val[k] for k in HEADLINE_METRICS}})
         self.on_event({"event": "trial_end", **event, "outcome": "trained", "values": values})
         return values
 
@@ -185,7 +184,7 @@ class TrialObjective:
             # waiting too: fail it here once its heartbeat is stale (its retry is enqueued).
             optuna.storages.fail_stale_trials(study)
 
-    def _train(self, trial: optuna.Trial, arch):
+    def _train(self, trial: optuna.Trial, arch, *, training: TrainConfig | None = None) -> RunOutcome:
         log_path = self.context.workspace.logs / f"{self.context.study_name}-trial-{trial.number}.log"
         trial.set_user_attr("log", str(log_path))
         history: list[dict[str, Any]] = []
@@ -203,9 +202,12 @@ class TrialObjective:
                     log.flush()
                 self.on_event({**event, "trial": trial.number})
 
-            outcome = train_and_evaluate(arch, self.data, self.context.definition.training, progress=on_progress)
+            outcome = self._train_run(arch, training or self.context.definition.training, on_progress)
             log.write(f"done in {outcome.result.seconds:.1f} s\n")
         return outcome
+
+    def _train_run(self, arch, training: TrainConfig, progress: Callable[[dict[str, Any]], None]) -> RunOutcome:
+        return train_and_evaluate(arch, self.data, training, progress=progress)
 
     def _upload(self, trial: optuna.Trial, outcome) -> None:
         with tempfile.TemporaryDirectory() as tmp:

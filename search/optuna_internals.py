@@ -1,7 +1,8 @@
 """Every use of Optuna's private API in ecgsearch, in one place.
 
 The public API has no counting query, no look-up of one trial's row by number or by trial
-object, and no way to reuse the trials the sampler just read; on a shared PostgreSQL study
+object, no way to reuse the trials the sampler just read, and none to open a second study
+through the storage (and connection pool) a study already holds; on a shared PostgreSQL study
 with thousands of trials those matter (each worker runs them before and after every trial).
 Each function below has a test in ``tests/test_optuna_internals.py``, and pyproject pins
 ``optuna>=5.0,<6``: a new major version is checked here first.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["count_trials", "set_trial_user_attr", "storage_backend", "trial_by_number", "trial_row",
+__all__ = ["count_trials", "set_trial_user_attr", "sibling_study", "storage_backend", "trial_by_number", "trial_row",
            "trials_just_read"]  # fmt: skip
 
 
@@ -52,3 +53,11 @@ def storage_backend(study: optuna.Study) -> optuna.storages.BaseStorage:
 def set_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: object) -> None:
     """Record a user attribute on a trial a sampler is given (a FrozenTrial, which has no setter)."""
     study._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+def sibling_study(study: optuna.Study, name: str) -> optuna.Study | None:
+    """The study ``name`` in ``study``'s storage, through the same storage object (one pool), or None."""
+    try:
+        return optuna.load_study(study_name=name, storage=study._storage)
+    except KeyError:
+        return None

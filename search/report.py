@@ -1,4 +1,4 @@
-"""The study report: Pareto front with E1-E18 marked, hypervolume history, thesis comparison.
+"""The study report: Pareto front with E1-E18 marked, seed spread, hypervolume, thesis comparison.
 
 Hypervolume is computed on (AUROC, log10 MB) with the reference point AUROC 0.5, 64 MB: the
 area of the (AUROC, log-size) plane that the front dominates and the reference point bounds.
@@ -16,8 +16,16 @@ import optuna
 import plotly.graph_objects as go
 
 from ecgnet.thesis import thesis_experiments
-from ecgsearch.results import feasible_trained, repeats_line
-from ecgsearch.study import THESIS_ATTR
+from ecgsearch.results import (
+    feasible_trained,
+    pareto_rows,
+    repeats_line,
+    seed_table,
+    study_classes,
+    study_space,
+    trial_row,
+)
+from ecgsearch.seeds import SeedSummary, dominates, robustly_dominates
 
 __all__ = ["REFERENCE_AUROC", "REFERENCE_MB", "hypervolume", "hypervolume_history", "report_data", "write_report"]
 
@@ -58,74 +66,168 @@ def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
     return history
 
 
-def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    better_or_equal = a["auroc"] >= b["auroc"] and a["mb"] <= b["mb"]
-    return better_or_equal and (a["auroc"] > b["auroc"] or a["mb"] < b["mb"])
+def _objective_figures(row: dict[str, Any], metric_names: list[str]) -> dict[str, Any]:
+    """A row's objectives for robust dominance: validation metrics as seed summaries, sizes as values."""
+    figures: dict[str, Any] = {}
+    for name in metric_names:
+        spread = row["seeds"]["val"].get(name.removeprefix("val_")) if name.startswith("val_") else None
+        figures[name] = SeedSummary(**spread) if spread else row["objectives"][name]
+    return figures
 
 
 def report_data(study: optuna.Study) -> dict[str, Any]:
-    """Everything the HTML report shows, as plain data: front, hypervolume history, thesis comparison."""
-    rows = [
-        {"trial": t.number, "thesis": t.user_attrs.get(THESIS_ATTR), "auroc": t.user_attrs["val_micro_auroc"],
-         "test_auroc": t.user_attrs.get("test_micro_auroc"), "mb": t.user_attrs["size_mb"]}
-        for t in _feasible_trained(study)
-    ]  # fmt: skip
-    front = [r for r in rows if not any(_dominates(o, r) for o in rows)]
+    """Everything the HTML report shows, as plain data.
+
+    The front is the study's own (``pareto_rows``, as ``ecgsearch pareto`` prints it), in the
+    study's objectives (``study.metric_names``). Each thesis configuration lists the searched
+    trials that dominate it, plainly (on the values the study recorded, one seed each) and
+    robustly (on the mean over seeds, see ``ecgsearch.seeds``).
+    """
+    metric_names = list(study.metric_names or [f"objective {i}" for i in range(len(study.directions))])
+    directions = [d.name.lower() for d in study.directions]
+    seeds = seed_table(study)
+    space, classes = study_space(study), study_classes(study)
+    rows = [trial_row(t, space, classes, metric_names=metric_names, seeds=seeds) for t in _feasible_trained(study)]
+    front = pareto_rows(study, seeds)
     searched = [r for r in rows if r["thesis"] is None]
+    figures = {r["trial"]: _objective_figures(r, metric_names) for r in rows}
     thesis = {}
     for name, experiment in thesis_experiments().items():
         measured = next((r for r in rows if r["thesis"] == name), None)
-        dominated_by = [o["trial"] for o in searched if measured and _dominates(o, measured)]
-        thesis[name] = {"measured": measured, "reference": experiment.reference, "dominated_by": dominated_by}
-    return {"rows": rows, "front": sorted(front, key=lambda r: r["mb"]), "thesis": thesis,
-            "hypervolume": hypervolume_history(study)}  # fmt: skip
+        plain = [o["trial"] for o in searched if measured and dominates(o["values"], measured["values"], directions)]
+        robust = [o["trial"] for o in searched if measured and robustly_dominates(
+            figures[o["trial"]], figures[measured["trial"]], metric_names, directions)]  # fmt: skip
+        thesis[name] = {"measured": measured, "reference": experiment.reference, "dominated_by": plain,
+                        "robustly_dominated_by": robust}  # fmt: skip
+    measured = [e for e in thesis.values() if e["measured"]]
+    return {
+        "metric_names": metric_names,
+        "directions": directions,
+        "rows": rows,
+        "front": front,
+        "thesis": thesis,
+        "dominance": {
+            "thesis_measured": len(measured),
+            "plain": sum(bool(e["dominated_by"]) for e in measured),
+            "robust": sum(bool(e["robustly_dominated_by"]) for e in measured),
+            "thesis_with_seeds": sum(e["measured"]["seeds"]["count"] > 1 for e in measured),
+        },
+        "hypervolume": {
+            "searched": hypervolume([(r["val_micro_auroc"], r["size_mb"]) for r in searched]),
+            "thesis": hypervolume([(r["val_micro_auroc"], r["size_mb"]) for r in rows if r["thesis"]]),
+            "all": hypervolume([(r["val_micro_auroc"], r["size_mb"]) for r in rows]),
+        },
+        "hypervolume_history": hypervolume_history(study),
+    }
+
+
+def _axes(metric_names: list[str], directions: list[str]) -> tuple[str, str]:
+    """The plot's y (the first maximised objective) and x (the first minimised one)."""
+    y = next((m for m, d in zip(metric_names, directions, strict=True) if d == "maximize"), metric_names[0])
+    x = next((m for m, d in zip(metric_names, directions, strict=True) if d == "minimize"), metric_names[-1])
+    return x, y
+
+
+def _mean_sd(row: dict[str, Any] | None, metric: str) -> str:
+    """``0.8123 ± 0.0210 (3)`` over seeds, the single value when there is one seed, ``-`` when none."""
+    if row is None:
+        return "-"
+    spread = row["seeds"]["val"].get(metric.removeprefix("val_")) if row["seeds"]["count"] > 1 else None
+    if spread:
+        return f"{spread['mean']:.4f} ± {spread['sd']:.4f} ({spread['n']})"
+    value = row.get(metric)
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _scatter(data: dict[str, Any]) -> go.Figure:
+    rows, front = data["rows"], data["front"]
+    x, y = _axes(data["metric_names"], data["directions"])
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=[r["objectives"][x] for r in rows], y=[r["objectives"][y] for r in rows],
+                                mode="markers", name="trials", marker={"color": "lightgray", "size": 7},
+                                text=[f"trial {r['trial']}" for r in rows]))  # fmt: skip
+    figure.add_trace(go.Scatter(x=[r["objectives"][x] for r in front], y=[r["objectives"][y] for r in front],
+                                mode="lines+markers", name="Pareto front", line={"shape": "hv"}, marker={"size": 9},
+                                text=[f"trial {r['trial']}" for r in front]))  # fmt: skip
+    thesis_rows = [r for r in rows if r["thesis"]]
+    figure.add_trace(go.Scatter(x=[r["objectives"][x] for r in thesis_rows],
+                                y=[r["objectives"][y] for r in thesis_rows], mode="markers+text",
+                                name="thesis E1-E18", text=[r["thesis"] for r in thesis_rows],
+                                textposition="top center", marker={"symbol": "diamond", "size": 10}))  # fmt: skip
+    metric = y.removeprefix("val_")
+    confirmed = [r for r in rows if r["seeds"]["count"] > 1 and metric in r["seeds"]["val"]]
+    if confirmed and y.startswith("val_"):
+        figure.add_trace(go.Scatter(
+            x=[r["objectives"][x] for r in confirmed], y=[r["seeds"]["val"][metric]["mean"] for r in confirmed],
+            error_y={"type": "data", "array": [r["seeds"]["val"][metric]["sd"] for r in confirmed]},
+            mode="markers", name="mean ± sd over seeds", marker={"symbol": "cross", "size": 8},
+            text=[f"trial {r['trial']}, {r['seeds']['count']} seeds" for r in confirmed],
+        ))  # fmt: skip
+    log_x = x in ("size_mb", "params", "macs")
+    figure.update_layout(title=f"{y} vs {x} (study objectives)", xaxis_title=x + (" (log scale)" if log_x else ""),
+                         yaxis_title=y, xaxis_type="log" if log_x else "linear")  # fmt: skip
+    return figure
 
 
 def write_report(study: optuna.Study, out: Path | str) -> Path:
     """Write a self-contained HTML report (plotly included inline)."""
     data = report_data(study)
     rows, front = data["rows"], data["front"]
-    scatter = go.Figure()
-    scatter.add_trace(go.Scatter(x=[r["mb"] for r in rows], y=[r["auroc"] for r in rows], mode="markers",
-                                 name="trials", marker={"color": "lightgray", "size": 7},
-                                 text=[f"trial {r['trial']}" for r in rows]))  # fmt: skip
-    scatter.add_trace(go.Scatter(x=[r["mb"] for r in front], y=[r["auroc"] for r in front], mode="lines+markers",
-                                 name="Pareto front", line={"shape": "hv"}, marker={"size": 9},
-                                 text=[f"trial {r['trial']}" for r in front]))  # fmt: skip
-    thesis_rows = [r for r in rows if r["thesis"]]
-    scatter.add_trace(go.Scatter(x=[r["mb"] for r in thesis_rows], y=[r["auroc"] for r in thesis_rows],
-                                 mode="markers+text", name="thesis E1-E18", text=[r["thesis"] for r in thesis_rows],
-                                 textposition="top center", marker={"symbol": "diamond", "size": 10}))  # fmt: skip
-    scatter.update_layout(title="Validation micro AUROC vs model size", xaxis_title="model size (MB, log scale)",
-                          yaxis_title="validation micro AUROC", xaxis_type="log")  # fmt: skip
-    history = data["hypervolume"]
+    history = data["hypervolume_history"]
     hv = go.Figure(go.Scatter(x=[n for n, _ in history], y=[v for _, v in history], mode="lines+markers"))
     hv.update_layout(title=f"Hypervolume on (AUROC, log10 MB), reference AUROC {REFERENCE_AUROC}, {REFERENCE_MB:g} MB",
                      xaxis_title="trial number", yaxis_title="hypervolume")  # fmt: skip
+    names = data["metric_names"]
+    front_table = ["<tr><th>trial</th><th>thesis</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in names)
+                   + "<th>val µAUROC (mean ± sd, seeds)</th><th>val µAUPRC (mean ± sd, seeds)</th></tr>"]  # fmt: skip
+    for r in front:
+        cells = [str(r["trial"]), r["thesis"] or "", *(f"{r['objectives'][m]:.4g}" for m in names),
+                 _mean_sd(r, "val_micro_auroc"), _mean_sd(r, "val_micro_auprc")]  # fmt: skip
+        front_table.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
 
     table = ["<tr><th>exp</th><th>MB here</th><th>MB thesis</th><th>val µAUROC here</th><th>test µAUROC here</th>"
-             "<th>µAUROC thesis</th><th>dominated by searched trials</th></tr>"]  # fmt: skip
+             "<th>µAUROC thesis</th><th>val µAUPRC here</th><th>µAUPRC thesis (its \"Micro Precision\")</th>"
+             "<th>val MAUPRC here</th><th>MAUPRC thesis (its \"Macro Precision\")</th>"
+             "<th>dominated by searched trials</th><th>robustly dominated by</th></tr>"]  # fmt: skip
     for name, entry in data["thesis"].items():
         m, ref = entry["measured"], entry["reference"]
-        cells = [name, f"{m['mb']:.3f}" if m else "-", f"{ref.model_size_mb:.2f}",
-                 f"{m['auroc']:.4f}" if m else "not run", f"{m['test_auroc']:.4f}" if m and m["test_auroc"] else "-",
-                 f"{ref.micro_auroc:.2f}", ", ".join(map(str, entry["dominated_by"])) or "-"]  # fmt: skip
+        cells = [name, f"{m['size_mb']:.3f}" if m else "-", f"{ref.model_size_mb:.2f}",
+                 _mean_sd(m, "val_micro_auroc") if m else "not run",
+                 f"{m['test_micro_auroc']:.4f}" if m and m["test_micro_auroc"] is not None else "-",
+                 f"{ref.micro_auroc:.2f}", _mean_sd(m, "val_micro_auprc"), f"{ref.micro_auprc:.2f}",
+                 _mean_sd(m, "val_macro_auprc"), f"{ref.macro_auprc:.2f}",
+                 ", ".join(map(str, entry["dominated_by"])) or "-",
+                 ", ".join(map(str, entry["robustly_dominated_by"])) or "-"]  # fmt: skip
         table.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    dominated = [n for n, e in data["thesis"].items() if e["dominated_by"]]
+    counts, volumes = data["dominance"], data["hypervolume"]
     title = html.escape(study.study_name)
     style = "body{font-family:sans-serif;max-width:1100px;margin:auto} td,th{padding:2px 8px;text-align:right}"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ecgsearch report: {title}</title>
 <style>{style}</style></head>
-<body><h1>Study {html.escape(study.study_name)}</h1>
-<p>{len(rows)} trained feasible trials; Pareto front of {len(front)} trials.
-Thesis configurations dominated by the searched front: {html.escape(", ".join(dominated) or "none")}.
-{html.escape(repeats_line(study))}.</p>
-{scatter.to_html(full_html=False, include_plotlyjs=True)}
+<body><h1>Study {title}</h1>
+<p>{len(rows)} trained feasible trials; Pareto front of {len(front)} trials in the study's objectives
+({html.escape(", ".join(names))}). {html.escape(repeats_line(study))}.</p>
+<h2>Searched trials vs the thesis's configurations</h2>
+<ul>
+<li>Thesis configurations dominated by a searched trial (on the values the study recorded, one seed
+each): <b id="plain-count">{counts["plain"]}</b> of {counts["thesis_measured"]}.</li>
+<li>Robustly dominated (no larger, and mean validation metric better by more than two standard
+errors of the difference, over seeds from <code>ecgsearch confirm</code>): <b id="robust-count">{counts["robust"]}</b>
+of {counts["thesis_measured"]} ({counts["thesis_with_seeds"]} of them have two or more seeds; with one
+seed nothing is claimed).</li>
+<li>Hypervolume on (val micro AUROC, log10 MB), reference AUROC {REFERENCE_AUROC}, {REFERENCE_MB:g} MB:
+searched trials <b id="hv-searched">{volumes["searched"]:.4f}</b>, thesis configurations
+<b id="hv-thesis">{volumes["thesis"]:.4f}</b>, all {volumes["all"]:.4f}.</li>
+</ul>
+{_scatter(data).to_html(full_html=False, include_plotlyjs=True)}
+<h2>Pareto front (as <code>ecgsearch pareto</code> lists it)</h2>
+<table id="front">{"".join(front_table)}</table>
 {hv.to_html(full_html=False, include_plotlyjs=False)}
 <h2>E1-E18 here and in the thesis (Table 4.1)</h2>
-<p>Sizes are comparable with the thesis's. AUROC is comparable only when this study trained on the
-thesis's data with its protocol; on synthetic data (the demo) only the sizes are comparable.</p>
-<table>{"".join(table)}</table></body></html>"""
+<p>Sizes are comparable with the thesis's. AUROC and AUPRC are comparable only when this study trained
+on the thesis's data with its protocol; on synthetic data (the demo) only the sizes are comparable.
+The thesis's "precision" columns are average precision (AUPRC), as its base code computed them.</p>
+<table id="thesis">{"".join(table)}</table></body></html>"""
     out = Path(out)
     out.write_text(page)
     return out

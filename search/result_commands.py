@@ -19,7 +19,7 @@ from ecgnet.runner import export_outcome, train_seeds
 from ecgsearch.definition import StudyDefinition, parse_definition
 from ecgsearch.errors import UserError
 from ecgsearch.optuna_internals import count_trials, trial_by_number
-from ecgsearch.results import best_trial, export_trial, pareto_rows, repeats_line
+from ecgsearch.results import SHOWN_METRICS, best_trial, export_trial, pareto_rows, repeats_line
 from ecgsearch.run_commands import quiet_optuna
 from ecgsearch.storage import StorageSettings, open_storage, redact, resolve_storage_url
 from ecgsearch.workspace import Workspace
@@ -41,22 +41,38 @@ def load_existing_study(workspace: Path, storage: str | None, study_name: str) -
 
 
 def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bool, console: Console) -> None:
-    """Print the study's Pareto front (a table, or JSON)."""
+    """Print the study's Pareto front (a table, or JSON), with mean +- sd where seeds were confirmed."""
     study, _ = load_existing_study(workspace, storage, study_name)
     rows = pareto_rows(study)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"Pareto front of {study_name}: val AUROC vs MB")
-    for header in ("trial", "thesis", "val µAUROC", "test µAUROC", "MB", "params", "GMACs"):
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"Pareto front of {study_name}: "
+                  f"{' vs '.join(study.metric_names or [])}",
+                  caption="val = validation; µ/M = micro/macro; AUPRC = average precision (the thesis's "
+                  "'precision'); mean ± sd over seeds where `ecgsearch confirm` ran more than one")  # fmt: skip
+    shown = [f"val_{name}" for name in SHOWN_METRICS]
+    extra = [m for m in study.metric_names or [] if m not in (*shown, "size_mb", "params", "macs")]
+    headers = ("trial", "thesis", "val µAUROC", "val MAUROC", "val µAUPRC", "val MAUPRC", *extra, "test µAUROC",
+               "MB", "params", "GMACs", "seeds")  # fmt: skip
+    for header in headers:
         table.add_column(header, justify="left" if header == "thesis" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
-            str(r["trial"]), r["thesis"] or "", _fmt(r["val_micro_auroc"]), _fmt(r["test_micro_auroc"]),
-            f"{r['size_mb']:.3f}", f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}",
+            str(r["trial"]), r["thesis"] or "", *(_with_spread(r, metric) for metric in shown),
+            *(_fmt(r["objectives"].get(m)) for m in extra), _fmt(r["test_micro_auroc"]),
+            f"{r['size_mb']:.3f}", f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}", str(r["seeds"]["count"]),
         )  # fmt: skip
     console.print(table)
     console.print(repeats_line(study), highlight=False)
+
+
+def _with_spread(row: dict, metric: str) -> str:
+    """The trial's figure, or mean ± sd when its network ran with several seeds."""
+    spread = row["seeds"]["val"].get(metric.removeprefix("val_")) if row["seeds"]["count"] > 1 else None
+    if spread is None:
+        return _fmt(row[metric])
+    return f"{spread['mean']:.4f} ± {spread['sd']:.4f}"
 
 
 def _fmt(value: float | None) -> str:
@@ -99,7 +115,7 @@ def export(
             raise UserError(str(exc)) from None
         console.print(f"exported trial {chosen.number} to {out}", highlight=False)
         return
-    definition = _definition_of(study)
+    definition = definition_of(study)
     config = definition.training if epochs is None else dataclasses.replace(definition.training, epochs=epochs)
     arch = definition.space.arch_of(chosen.params)
     # The whole training set: the study's max_train_records is a search budget, not the model's.
@@ -113,7 +129,7 @@ def export(
     console.print(f"retrained trial {chosen.number} (blocks {list(arch.blocks)}) and exported to {out}")
 
 
-def _definition_of(study: optuna.Study) -> StudyDefinition:
+def definition_of(study: optuna.Study) -> StudyDefinition:
     return parse_definition(study.user_attrs["definition"], study.user_attrs.get("definition_source", "study"))
 
 

@@ -12,8 +12,11 @@ from optuna.trial import FrozenTrial, TrialState
 from ecgnet.data.labels import class_set
 from ecgnet.data.preprocess import PreprocessConfig
 from ecgnet.export import export_model, load_model
+from ecgnet.metric_names import HEADLINE_METRICS
 from ecgnet.size import describe_size
+from ecgsearch.confirm import confirmation_trials, study_training_seed
 from ecgsearch.proposals import PROPOSAL_ATTR
+from ecgsearch.seeds import network_trial, seed_runs, summarize
 from ecgsearch.space import SearchSpace
 from ecgsearch.study import THESIS_ATTR
 
@@ -21,11 +24,17 @@ __all__ = [
     "best_trial",
     "export_trial",
     "feasible_trained",
+    "front_trials",
     "pareto_rows",
     "repeat_counts",
     "repeats_line",
+    "seed_summary",
+    "seed_table",
     "trial_row",
 ]
+
+# The validation figures every row shows (the study's objectives are shown besides).
+SHOWN_METRICS = ("micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc")
 
 
 def feasible_trained(study: optuna.Study) -> list[FrozenTrial]:
@@ -36,21 +45,55 @@ def feasible_trained(study: optuna.Study) -> list[FrozenTrial]:
     ]  # fmt: skip
 
 
-def trial_row(trial: FrozenTrial, space: SearchSpace, num_classes: int = 17) -> dict[str, Any]:
-    """One trial as the pareto table and report show it (MACs counted on demand)."""
+def trial_row(
+    trial: FrozenTrial,
+    space: SearchSpace,
+    num_classes: int = 17,
+    *,
+    metric_names: list[str] | None = None,
+    seeds: dict[int, dict] | None = None,
+) -> dict[str, Any]:
+    """One trial as the pareto table and report show it (MACs counted on demand).
+
+    ``seeds``: the runs of the trial's network per seed (``seed_table``), summarised as mean and
+    sd over seeds; ``metric_names``: the study's, naming the trial's values in ``objectives``.
+    """
     attrs = trial.user_attrs
+    result = attrs.get("result", {})
+    values = list(trial.values or [])
     return {
         "trial": trial.number,
         "thesis": attrs.get(THESIS_ATTR),
         "val_micro_auroc": attrs.get("val_micro_auroc"),
-        "val_macro_auroc": attrs.get("result", {}).get("val", {}).get("macro_auroc"),
+        **{f"val_{name}": result.get("val", {}).get(name) for name in SHOWN_METRICS if name != "micro_auroc"},
         "test_micro_auroc": attrs.get("test_micro_auroc"),
+        "test_micro_auprc": result.get("test", {}).get("micro_auprc"),
         "size_mb": attrs.get("size_mb"),
         "params": attrs.get("identity", {}).get("params"),
         "macs": describe_size(space.arch_of(trial.params, num_classes=num_classes), macs=True).macs,
         "repeats_trial": attrs.get("repeats_trial"),
-        "values": list(trial.values or []),
+        "values": values,
+        "objectives": dict(zip(metric_names, values, strict=False)) if metric_names else {},
+        "seeds": seed_summary(seeds.get(network_trial(trial), {})) if seeds is not None else None,
     }
+
+
+def seed_table(study: optuna.Study) -> dict[int, dict[int, dict]]:
+    """Every trained network's runs per seed: the study's own and those ``ecgsearch confirm`` added."""
+    return seed_runs(study.get_trials(deepcopy=False), confirmation_trials(study), study_training_seed(study))
+
+
+def seed_summary(runs: dict[int, dict]) -> dict[str, Any]:
+    """Mean and sd over seeds of each validation and test figure (sd None below two seeds)."""
+    seeds = sorted(runs)
+    summary: dict[str, Any] = {"count": len(seeds), "seeds": seeds}
+    for subset in ("val", "test"):
+        summary[subset] = {
+            name: summarize([runs[s][subset][name] for s in seeds]).to_dict()
+            for name in HEADLINE_METRICS
+            if seeds and all(runs[s][subset].get(name) is not None for s in seeds)
+        }
+    return summary
 
 
 def study_space(study: optuna.Study) -> SearchSpace:
@@ -58,12 +101,21 @@ def study_space(study: optuna.Study) -> SearchSpace:
     return SearchSpace.from_dict(study.user_attrs["definition"]["space"])
 
 
-def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """The Pareto front (Optuna's ``best_trials``, which leaves out infeasible trials), by size."""
+def study_classes(study: optuna.Study) -> int:
+    return len(class_set(study.user_attrs["definition"].get("data", {}).get("class_set", "thesis17")))
+
+
+def front_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto front: Optuna's ``best_trials`` (which leaves out infeasible trials), by size."""
     front = [t for t in study.best_trials if "infeasible" not in t.user_attrs]
-    space = study_space(study)
-    classes = len(class_set(study.user_attrs["definition"].get("data", {}).get("class_set", "thesis17")))
-    return sorted((trial_row(t, space, classes) for t in front), key=lambda r: (r["size_mb"] or 0, r["trial"]))
+    return sorted(front, key=lambda t: (t.user_attrs.get("size_mb") or 0, t.number))
+
+
+def pareto_rows(study: optuna.Study, seeds: dict[int, dict] | None = None) -> list[dict[str, Any]]:
+    """The rows of the Pareto front (``front_trials``), with seed summaries."""
+    seeds = seed_table(study) if seeds is None else seeds
+    space, classes = study_space(study), study_classes(study)
+    return [trial_row(t, space, classes, metric_names=study.metric_names, seeds=seeds) for t in front_trials(study)]
 
 
 def repeat_counts(study: optuna.Study) -> dict[str, int]:

@@ -3,8 +3,9 @@
 Optuna's ``RetryHeartbeatStaleTrialCallback`` copies every user attribute of the failed trial
 into its retry, so a retry that then completes would still carry ``fail_reason`` and the dead
 attempt's history and log path. Ours carries over only what names the trial (its thesis
-experiment) and the retry chain (``failed_trial``: the first attempt; ``retry_history``: every
-failed attempt), which is where Optuna's retry rule and the dashboard look.
+experiment, or the network and seed of a confirmation run) and the retry chain
+(``failed_trial``: the first attempt; ``retry_history``: every failed attempt), which is where
+Optuna's retry rule and the dashboard look.
 
 Only failures the trial may have caused count toward the limit (``retry_count``): a crash, or
 a worker that died (out of memory kills the worker). A trial stopped by SIGTERM (scancel, a
@@ -20,8 +21,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["RetryFailedTrial", "retried_trials"]
 
-# The user attributes a retry inherits: the E-name of a fixed thesis trial (study.THESIS_ATTR).
-INHERITED_USER_ATTRS = ("thesis_experiment",)
+# The user attributes a retry inherits: the E-name of a fixed thesis trial (study.THESIS_ATTR),
+# and the network and seed a confirmation run trains (seeds.CONFIRMS_ATTR, seeds.SEED_ATTR).
+INHERITED_USER_ATTRS = ("thesis_experiment", "confirms_trial", "seed")
 
 
 class RetryFailedTrial:

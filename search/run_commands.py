@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ecgsearch.confirm import is_confirm_study
 from ecgsearch.definition import load_definition
 from ecgsearch.errors import UserError
 from ecgsearch.results import repeats_line
@@ -164,8 +166,11 @@ def run(
         f"sampler {chosen.sampler}, storage {redact(context.storage_url)}, data {context.cache}",
         highlight=False,
     )
-    done = sum(t.state != optuna.trial.TrialState.FAIL for t in study.get_trials(deepcopy=False))
-    display = LiveDisplay(console, chosen.total, min(done, chosen.total))
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state not in (TrialState.FAIL, TrialState.WAITING, TrialState.RUNNING) for t in trials)
+    # A confirm study runs what `ecgsearch confirm` enqueued, not up to a total.
+    total = sum(t.state != TrialState.FAIL for t in trials) if is_confirm_study(study) else chosen.total
+    display = LiveDisplay(console, total, min(done, total))
     with display.progress:
         report = run_worker(context, study=study, on_event=display)
     console.print(

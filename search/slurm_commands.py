@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 from rich.console import Console
 
+from ecgsearch.confirm import is_confirm_study
 from ecgsearch.errors import UserError
 from ecgsearch.run_commands import StudyOptions, quiet_optuna, search_context
 from ecgsearch.slurm_jobs import JobSpec, render_script, slurm_status, storage_file_problem, submit_script
@@ -40,6 +41,9 @@ def submit(options: StudyOptions, spec: JobSpec, *, storage_file: Path | None, r
     url = _storage_url(storage_file)
     if url is None and not dry_run:
         raise UserError(f"workers need a shared storage: set {STORAGE_ENV} or give --storage-file")
+    if url is not None and options.study_name and _is_confirm_study(url, options.study_name):
+        # `ecgsearch confirm --no-run` made it: its workers run what it enqueued, whatever the total.
+        requested, raise_total = {}, False
     context = search_context(dataclasses.replace(options, storage=url), requested=requested, raise_total=raise_total)
     spec = dataclasses.replace(spec, data=str(context.cache), study_name=context.study_name,
                                storage_file=str(storage_file.resolve()) if storage_file else None)  # fmt: skip
@@ -64,6 +68,14 @@ def submit(options: StudyOptions, spec: JobSpec, *, storage_file: Path | None, r
         highlight=False,
     )
     print(job_id)
+
+
+def _is_confirm_study(url: str, study_name: str) -> bool:
+    quiet_optuna()
+    try:
+        return is_confirm_study(optuna.load_study(study_name=study_name, storage=open_storage(url)))
+    except KeyError:
+        return False
 
 
 def status(job_id: str | None, study_name: str, storage_file: Path | None, *, console: Console) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 
 import optuna
 
+from ecgnet.data.cache_reader import check_cache_fits
 from ecgnet.data_spec import DataSpec
+from ecgnet.errors import InputError
 from ecgnet.thesis import thesis_experiments
 from ecgsearch.definition import StudyDefinition
 from ecgsearch.errors import UserError
@@ -83,7 +85,11 @@ class SearchContext:
         requested: dict[str, Any] | None = None,
         raise_total: bool = False,
     ) -> SearchContext:
-        """Resolve the data cache (preparing synthetic data once) and the study name."""
+        """Resolve the data cache (preparing synthetic data once) and the study name.
+
+        A cache the definition's ``[data]`` cannot use (another preprocessing style, no such test
+        source) is a ``UserError`` here, before any study or trial exists.
+        """
         workspace.create()
         if data:
             definition = definition.with_data_cache(str(Path(data).resolve()))
@@ -98,7 +104,12 @@ class SearchContext:
                 raise FileNotFoundError(f"{cache}: no such data cache; create it with `ecgsearch data prepare`")
         else:
             synthetic = definition.data["synthetic"]
-            cache = workspace.synthetic_cache(int(synthetic["records"]), int(synthetic.get("seed", 0)))
+            cache = workspace.synthetic_cache(int(synthetic["records"]), int(synthetic.get("seed", 0)),
+                                              definition.data_spec.preprocess or "exact")  # fmt: skip
+        try:  # before the study is opened: a refused worker creates nothing
+            check_cache_fits(dataclasses.replace(definition.data_spec, cache=str(cache)))
+        except InputError as exc:
+            raise UserError(f"{exc} (study definition {definition.source})") from None
         return cls(definition, workspace, storage_url, study_name or definition.name, cache, seed,
                    settings or StorageSettings(), dict(requested or {}), raise_total)  # fmt: skip
 

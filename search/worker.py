@@ -10,6 +10,9 @@ other. A crashing trial (an exception, e.g. out of memory) is recorded FAIL with
 retried at most ``max_retries`` times. On SIGTERM (scancel, a Slurm time limit) the running
 trial is failed and re-enqueued by the worker itself, and the worker stops.
 
+In a confirm study (``ecgsearch.confirm``) the worker runs ``ConfirmObjective`` on the enqueued
+runs only.
+
 Dead workers never block a study: before each trial, under the lock, RUNNING trials whose
 heartbeat stopped for longer than the grace period are failed and their retries enqueued
 (same parameters). A worker that finds the study at its total while other workers' trials
@@ -31,6 +34,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ecgnet.runner import load_data
+from ecgsearch.confirm import ConfirmObjective, is_confirm_study
 from ecgsearch.objective import EventCallback, TrialInterrupted, TrialObjective
 from ecgsearch.optuna_internals import count_trials, storage_backend, trial_row
 from ecgsearch.retry import RetryFailedTrial
@@ -56,17 +60,18 @@ class WorkerReport:
     systematic_failure: str | None = None  # the reason shared by the failures that stopped it
 
 
-def _fill_state(study: optuna.Study, total: int) -> str:
+def _fill_state(study: optuna.Study, total: int, *, enqueued_only: bool = False) -> str:
     """``open`` (a trial to run), ``full`` (done: ``total`` trials, none running) or ``wait``.
 
     ``wait``: the study is at its total but other workers still run trials; one of them may die,
-    and its retry must find a worker, so this one waits instead of leaving.
+    and its retry must find a worker, so this one waits instead of leaving. ``enqueued_only``
+    (a confirm study): only enqueued trials are run, none is sampled to reach the total.
     """
     # One read of the study (Optuna's cache layer fetches only trials that changed), counted here.
     states = collections.Counter(t.state for t in study.get_trials(deepcopy=False))
     if states[TrialState.WAITING]:
         return "open"  # enqueued trials (thesis, retries) are asked for, not created
-    if sum(states.values()) - states[TrialState.FAIL] < total:
+    if not enqueued_only and sum(states.values()) - states[TrialState.FAIL] < total:
         return "open"
     return "wait" if states[TrialState.RUNNING] else "full"
 
@@ -94,6 +99,9 @@ def run_worker(
     on_event = on_event or (lambda event: None)
     study = study or open_study(context)
     settings = study_settings(study)
+    confirming = is_confirm_study(study)
+    if confirming:
+        objective_class = ConfirmObjective
     if settings.thesis:
         enqueue_thesis(study, context, list(context.definition.fixed_trials)[: settings.total])
     spec = context.data_spec
@@ -130,7 +138,7 @@ def run_worker(
             report.reaped += reaped
             if reaped:
                 on_event({"event": "reaped", "trials": reaped})
-            fill = _fill_state(study, settings.total)
+            fill = _fill_state(study, settings.total, enqueued_only=confirming)
             if fill != "open":
                 lock.release()
                 if fill == "full":

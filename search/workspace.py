@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ecgnet.data.cache import prepare_cache
 from ecgnet.data.cache_reader import open_cache_file
+from ecgnet.data.preprocess import PreprocessConfig
 from ecgnet.data.synth import write_synthetic_dataset
 from ecgsearch.storage import database_lock
 
@@ -48,15 +49,16 @@ class Workspace:
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
-    def synthetic_cache(self, records: int, seed: int) -> Path:
-        """A cache of synthetic records, generated and prepared once (safe with many workers)."""
+    def synthetic_cache(self, records: int, seed: int, preprocess: str = "exact") -> Path:
+        """Synthetic records prepared in a preprocessing style, generated and prepared once (safe with many workers)."""
         name = f"synthetic-{records}-seed{seed}"
-        cache = self.data / f"{name}.h5"
+        # The exact style keeps the name caches had before styles existed, so they are reused.
+        cache = self.data / (f"{name}.h5" if preprocess == "exact" else f"{name}-{preprocess}.h5")
         lock_db = f"sqlite:///{self.data / name}"
         with database_lock(lock_db, "prepare"):
             if not cache.exists():
                 write_synthetic_dataset(self.data / name, records=records, seed=seed)
-                prepare_cache([self.data / name], cache)
+                prepare_cache([self.data / name], cache, config=PreprocessConfig(style=preprocess))
         return cache
 
 

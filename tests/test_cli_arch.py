@@ -38,6 +38,9 @@ def test_arch_list_json_has_all_experiments_with_measured_and_thesis_figures() -
     assert e12["state_dict_bytes"] == expected.state_dict_bytes
     assert e12["macs"] == expected.macs
     assert e12["thesis"]["size_mb"] == 5.93 and e12["thesis"]["micro_auroc"] == 0.88
+    # Table 4.1's "Micro/Macro Precision" is AUPRC, and named so; no thresholded precision is claimed.
+    assert e12["thesis"]["micro_auprc"] == 0.49 and e12["thesis"]["macro_auprc"] == 0.45
+    assert not [key for key in e12["thesis"] if "precision" in key]
     assert e12["arch"]["conv_type"] == "depthwise_separable"
 
 
@@ -50,6 +53,7 @@ def test_arch_list_table_fits_80_columns_and_shows_every_row() -> None:
     e17 = describe_size(thesis_experiments()["E17"].config)
     assert any(line.split()[:3] == ["E17", "573,059", f"{e17.size_mb:.3f}"] for line in lines if line.strip())
     assert sum(1 for line in lines if line.strip().startswith("E")) == 18
+    assert "µPRC" in result.stdout and "MPRC" in result.stdout and "AUPRC" in result.stdout
 
 
 def test_arch_show_is_case_insensitive_and_lists_fields() -> None:

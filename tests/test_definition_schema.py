@@ -13,12 +13,19 @@ from search_helpers import ECGSEARCH, TINY, environment, run
 
 from ecgnet.arch import CONV_TYPES, ArchConfig, ArchConfigError
 from ecgnet.data.labels import CLASS_SETS
-from ecgnet.data.sources import TEST_SOURCE_GROUPS
+from ecgnet.data.preprocess import PREPROCESS_STYLES
 from ecgnet.data_spec import DataSpec
 from ecgnet.errors import InputError
 from ecgnet.train_config import TrainConfig
 from ecgsearch.definition import DefinitionError, load_definition, parse_definition, shipped_definitions
-from ecgsearch.definition_schema import DATA_DEFAULTS, ClassSetName, ConvType, DataModel, SpaceModel, TrainingModel
+from ecgsearch.definition_schema import (
+    DATA_DEFAULTS,
+    ClassSetName,
+    ConvType,
+    PreprocessStyle,
+    SpaceModel,
+    TrainingModel,
+)
 from ecgsearch.space import SearchSpace
 
 # (text in tiny.toml, its replacement): "" prepends the replacement, i.e. a top-level key.
@@ -82,7 +89,9 @@ BAD = {
     "folds 1": (("folds = 4", "folds = 1"), "data.folds", "greater than or equal to 2"),
     "fold not below folds": (("fold = 0", "fold = 4"), "data.fold", "not below folds (4)"),
     "class set unknown": (("fold = 0", 'fold = 0\nclass_set = "all"'), "data.class_set", "'all' is not one of"),
-    "test split unknown": (('test = "cpsc"', 'test = "mit"'), "data.test", "'mit' is not one of"),
+    "test split not a name": (('test = "cpsc"', 'test = "my db"'), "data.test", "'my db' is neither a test group"),
+    "preprocess unknown": (('test = "cpsc"', 'test = "cpsc"\npreprocess = "fast"'), "data.preprocess",
+                           "'fast' is not one of"),
     "max_train_records 0": (("max_train_records = 32", "max_train_records = 0"), "data.max_train_records",
                             "greater than or equal to 1"),
     "synthetic records 0": (("records = 120", "records = 0"), "data.synthetic.records", "greater than or equal"),
@@ -122,7 +131,7 @@ def test_many_problems_make_a_few_lines(tmp_path: Path) -> None:
 
 def test_shipped_definitions_and_tiny_load_with_unchanged_fingerprints() -> None:
     fingerprints = {name: load_definition(name).fingerprint() for name in [*shipped_definitions(), str(TINY)]}
-    assert fingerprints == {"demo": "833cc0ef5f678137", "thesis": "e515ab0f6b380839", str(TINY): "953b41099d99cf42"}
+    assert fingerprints == {"demo": "833cc0ef5f678137", "thesis": "32ac9115ea9cf651", str(TINY): "953b41099d99cf42"}
     tiny = load_definition(TINY)
     assert tiny.sampler == {"name": "tpe", "n_startup_trials": 4} and tiny.default_trials == 6
     assert tiny.training == TrainConfig(epochs=1, batch_size=16, window=512)
@@ -165,7 +174,7 @@ def test_training_fields_are_exactly_train_config_fields() -> None:
 def test_schema_choices_follow_ecgnet() -> None:
     assert get_args(ConvType) == CONV_TYPES
     assert get_args(ClassSetName) == CLASS_SETS
-    assert get_args(DataModel.model_fields["test"].annotation) == tuple(TEST_SOURCE_GROUPS)
+    assert get_args(PreprocessStyle) == PREPROCESS_STYLES
 
 
 SPACE = tomllib.loads(TINY.read_text())["space"]

@@ -7,7 +7,7 @@ from importlib.resources import files
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score, precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, f1_score, precision_score, roc_auc_score
 
 from ecgnet.data.labels import class_set
 from ecgnet.metrics import auroc, challenge_score, classification_metrics, tune_thresholds
@@ -31,12 +31,13 @@ def test_precision_and_f1_hand_worked() -> None:
     labels[3, 1] = True  # SB positive: record 3
     probabilities[3, 1] = 0.7  # TP -> precision 1, recall 1
     metrics = classification_metrics(labels, probabilities, classes)
-    assert metrics["micro_precision"] == pytest.approx(2 / 3)
-    assert metrics["macro_precision"] == pytest.approx((0.5 + 1.0) / 2)
+    assert metrics["micro_precision_at_threshold"] == pytest.approx(2 / 3)
+    assert metrics["macro_precision_at_threshold"] == pytest.approx((0.5 + 1.0) / 2)
     assert metrics["macro_f1"] == pytest.approx((0.5 + 1.0) / 2)
     assert metrics["classes_without_positives"] == 15
     assert metrics["per_class"]["SR"] == {
-        "code": "426783006", "positives": 2, "auroc": 0.5, "precision": 0.5, "recall": 0.5
+        "code": "426783006", "positives": 2, "auroc": 0.5, "auprc": 0.5, "precision_at_threshold": 0.5,
+        "recall": 0.5,
     }  # fmt: skip
     assert metrics["per_class"]["AF"]["auroc"] is None
 
@@ -55,13 +56,36 @@ def test_metrics_agree_with_scikit_learn_on_random_data() -> None:
     assert metrics["macro_auroc"] == pytest.approx(
         roc_auc_score(labels[:, kept], probabilities[:, kept], average="macro")
     )
-    assert metrics["micro_precision"] == pytest.approx(precision_score(labels, predicted, average="micro"))
-    assert metrics["macro_precision"] == pytest.approx(
+    assert metrics["micro_precision_at_threshold"] == pytest.approx(precision_score(labels, predicted, average="micro"))
+    assert metrics["macro_precision_at_threshold"] == pytest.approx(
         precision_score(labels[:, kept], predicted[:, kept], average="macro", zero_division=0)
     )
     assert metrics["macro_f1"] == pytest.approx(
         f1_score(labels[:, kept], predicted[:, kept], average="macro", zero_division=0)
     )
+
+
+def test_auprc_is_average_precision_over_classes_with_positives() -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.random((300, 17)) < 0.2
+    labels[:, 3] = False  # no positives: left out of micro and macro, as the base code does
+    probabilities = np.clip(labels * 0.25 + rng.random((300, 17)) * 0.75, 0, 1)
+    metrics = classification_metrics(labels, probabilities, THESIS)
+    kept = labels.any(axis=0)
+    assert metrics["micro_auprc"] == pytest.approx(
+        average_precision_score(labels[:, kept], probabilities[:, kept], average="micro")
+    )
+    assert metrics["macro_auprc"] == pytest.approx(
+        average_precision_score(labels[:, kept], probabilities[:, kept], average="macro")
+    )
+    # Pooling every class (scikit-learn's micro on all columns) gives another figure here.
+    assert metrics["micro_auprc"] != pytest.approx(average_precision_score(labels, probabilities, average="micro"))
+    assert metrics["per_class"]["SB"]["auprc"] == pytest.approx(
+        average_precision_score(labels[:, 1], probabilities[:, 1])
+    )
+    assert metrics["per_class"][THESIS.abbreviations[3]]["auprc"] is None
+    # AUPRC is not precision at the threshold: the thesis's "precision" columns are AUPRC.
+    assert metrics["micro_auprc"] != pytest.approx(metrics["micro_precision_at_threshold"])
 
 
 @pytest.mark.parametrize("classes", [THESIS, CHALLENGE], ids=lambda c: c.name)

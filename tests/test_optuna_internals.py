@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from ecgsearch.optuna_internals import (
     count_trials,
     set_trial_user_attr,
+    sibling_study,
     storage_backend,
     trial_by_number,
     trial_row,
@@ -73,3 +74,11 @@ def test_set_trial_user_attr_writes_on_the_frozen_trial_a_sampler_gets(study: op
     frozen = trial_row(study, study.ask())  # as samplers see the trial being asked for: running, frozen
     set_trial_user_attr(study, frozen, "note", ["a", 1])
     assert trial_by_number(study, frozen.number).user_attrs["note"] == ["a", 1]
+
+
+def test_sibling_study_opens_another_study_of_the_same_storage(study: optuna.Study) -> None:
+    other = optuna.create_study(storage=study._storage, study_name="s.confirm", directions=["maximize", "minimize"])
+    other.add_trial(optuna.trial.create_trial(values=[0.9, 2.0]))
+    found = sibling_study(study, "s.confirm")
+    assert found is not None and [t.values for t in found.get_trials()] == [[0.9, 2.0]]
+    assert sibling_study(study, "no such study") is None

@@ -309,14 +309,22 @@ def test_report_shows_front_thesis_configs_and_hypervolume(finished, tmp_path: P
     assert "Pareto front" in page and "Hypervolume on (AUROC, log10 MB)" in page
     assert "<td>E18</td><td>0.278</td><td>0.28</td>" in page and "<td>E1</td><td>-</td><td>33.78</td>" in page
     assert "only the sizes are comparable" in page
-    data = report_data(sqlite_study(workspace, name))
-    history = [v for _, v in data["hypervolume"]]
+    study = sqlite_study(workspace, name)
+    data = report_data(study)
+    history = [v for _, v in data["hypervolume_history"]]
     # Never shrinks as trials are added; each value is summed afresh, so allow float rounding.
     assert all(later >= earlier - 1e-12 for earlier, later in itertools.pairwise(history)) and history[-1] > 0
+    assert data["hypervolume"]["all"] == pytest.approx(history[-1])
+    assert max(data["hypervolume"]["searched"], data["hypervolume"]["thesis"]) <= data["hypervolume"]["all"] + 1e-12
     for entry in data["thesis"].values():
         for trial in entry["dominated_by"]:
             other = next(r for r in data["rows"] if r["trial"] == trial)
-            assert other["auroc"] >= entry["measured"]["auroc"] and other["mb"] <= entry["measured"]["mb"]
+            assert other["val_micro_auroc"] >= entry["measured"]["val_micro_auroc"]
+            assert other["size_mb"] <= entry["measured"]["size_mb"]
+        # One seed per trial here: nothing is robustly claimed.
+        assert entry["robustly_dominated_by"] == []
+    assert data["metric_names"] == study.metric_names == ["val_micro_auroc", "size_mb"]
+    assert f'id="plain-count">{data["dominance"]["plain"]}</b>' in page and 'id="robust-count">0</b>' in page
 
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import subprocess
 import time
 from datetime import datetime
@@ -12,6 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from search_helpers import ECGSEARCH, TINY, environment, unique_name
+
+from ecgsearch.results import seed_table
 
 pytestmark = pytest.mark.services
 
@@ -158,9 +161,16 @@ def test_a_task_near_its_time_limit_stops_taking_trials(slurm, postgres_url: str
     assert "JobState=COMPLETED" in state or not state, state
 
 
-def test_slurm_status_reports_tasks_and_progress(slurm, postgres_url: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def array_study(tmp_path_factory, postgres_url: str) -> tuple[Path, str, str]:
+    """A tiny study being filled by a 2-task array (4 trials): workspace folder, study name, job id."""
+    tmp_path = tmp_path_factory.mktemp("array")
     name = unique_name("status")
-    job_id = submit(tmp_path, postgres_url, name, TINY, "--workers", "2", "--trials", "4")
+    return tmp_path, name, submit(tmp_path, postgres_url, name, TINY, "--workers", "2", "--trials", "4")
+
+
+def test_slurm_status_reports_tasks_and_progress(slurm, postgres_url: str, array_study) -> None:
+    _, name, job_id = array_study
     status = subprocess.run([*ECGSEARCH, "slurm", "status", "--job", job_id, "--study-name", name],
                             env=environment(postgres_url), capture_output=True, text=True, timeout=120)  # fmt: skip
     assert status.returncode == 0, status.stderr
@@ -170,3 +180,30 @@ def test_slurm_status_reports_tasks_and_progress(slurm, postgres_url: str, tmp_p
                           env=environment(postgres_url), capture_output=True, text=True, timeout=120)  # fmt: skip
     assert "no task is queued or running" in done.stdout and "complete 4" in done.stdout
     assert "of a total of 4" in done.stdout  # the total the study recorded at submission
+
+
+def test_confirmation_runs_are_shared_by_a_slurm_array(slurm, postgres_url: str, array_study) -> None:
+    """On PostgreSQL: `confirm --no-run` enqueues, an array runs the runs, pareto reads them."""
+    tmp_path, name, first_job = array_study
+    env = environment(postgres_url)
+    wait_until_done(first_job, 300)
+    workspace = ["--workspace", str(tmp_path / "ws")]
+    enqueue = subprocess.run([*ECGSEARCH, "confirm", "--study-name", name, "--thesis", "--seeds", "2", "--no-run",
+                              *workspace], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert enqueue.returncode == 0 and "2 new run(s) enqueued" in enqueue.stdout, enqueue.stderr + enqueue.stdout
+    # The confirm study's recorded total is not the array's business: no --trials needed.
+    job_id = submit(tmp_path, postgres_url, f"{name}.confirm", TINY, "--workers", "2")
+    wait_until_done(job_id, 300)
+    runs = optuna.load_study(study_name=f"{name}.confirm", storage=postgres_url).get_trials()
+    assert len(runs) == 2 and all(t.state == TrialState.COMPLETE for t in runs), job_logs(tmp_path, job_id)
+    assert {t.user_attrs["thesis_experiment"] for t in runs} == {"E18", "E16"}
+    assert all(t.user_attrs["identity"]["worker"].split(":")[-1] in {"0", "1"} for t in runs)
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    seeds = seed_table(study)
+    for run in runs:
+        assert sorted(seeds[run.user_attrs["confirms_trial"]]) == [0, 1]
+    pareto = subprocess.run([*ECGSEARCH, "pareto", "--study-name", name, "--json", *workspace], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert pareto.returncode == 0, pareto.stderr
+    front_thesis = [row for row in json.loads(pareto.stdout) if row["thesis"]]
+    assert all(row["seeds"]["count"] == 2 for row in front_thesis)

@@ -88,7 +88,8 @@ def test_export_reload_gives_identical_outputs(learned, data, tmp_path: Path) ->
     assert info["classes"]["abbreviations"][:3] == ["SR", "SB", "TAb"]
     assert info["metrics"]["validation"]["macro_auroc"] == learned.result.val_metrics["macro_auroc"]
     assert info["metrics"]["test"]["micro_auroc"] == learned.test_metrics["micro_auroc"]
-    assert info["preprocess"] == {"target_fs": 250.0, "low_hz": 0.5, "high_hz": 50.0, "filter_order": 2}
+    assert info["preprocess"] == {"target_fs": 250.0, "low_hz": 0.5, "high_hz": 50.0, "filter_order": 2,
+                                  "style": "exact"}  # fmt: skip
     assert info["params"] > 0 and info["size_mb"] > 0 and len(info["thresholds"]) == 17
     reloaded, _ = load_model(out)
     x, meta = torch.randn(3, 12, 3000), torch.rand(3, 3)

@@ -17,7 +17,8 @@ Layout of the cache (HDF5): ``signals`` (12, total_samples) float16, contiguous 
 memory-mapped (a window of a record is then 12 runs of consecutive samples); per record
 ``offsets``, ``lengths``, ``names``, ``sources``, ``codes`` (comma-joined raw SNOMED codes),
 ``patient_ids``, ``paths``, ``ages`` (NaN = unknown), ``sexes`` (0 unknown, 1 female,
-2 male); attributes ``fs`` and ``preprocess`` (JSON).
+2 male); attributes ``fs`` and ``preprocess`` (JSON of ``PreprocessConfig``, whose ``style`` a
+cache written before styles existed lacks: it reads as ``exact``).
 Rejected records are listed, file and reason, in ``CACHE.rejects.csv``. No cache is written
 when every record was rejected (or none was found).
 """
@@ -43,6 +44,7 @@ import numpy as np
 from ecgnet.data.discover import RecordSource, discover_records, read_record
 from ecgnet.data.preprocess import DEFAULT_PREPROCESS, PreprocessConfig, preprocess
 from ecgnet.data.record import SEXES, RecordError
+from ecgnet.data.sources import check_source_name
 from ecgnet.errors import InputError
 
 __all__ = ["CACHE_FORMAT_VERSION", "PrepareReport", "prepare_cache"]
@@ -83,20 +85,26 @@ def prepare_cache(
     *,
     workers: int | None = None,
     config: PreprocessConfig = DEFAULT_PREPROCESS,
+    own_source: str | None = None,
     chunk_records: int = DEFAULT_CHUNK_RECORDS,
     progress: ProgressCallback | None = None,
 ) -> PrepareReport:
     """Read, check and preprocess every record under ``roots`` into the HDF5 file ``cache``.
 
     Bad records are reported in ``CACHE.rejects.csv`` and skipped; when no record is left, nothing
-    is written and an ``InputError`` gives the counts. Interrupted runs resume::
+    is written and an ``InputError`` gives the counts. ``own_source`` names the source of WFDB
+    records whose names are not Challenge names (without it they are rejected). Interrupted
+    runs resume::
 
         report = prepare_cache(["data/cinc2021", "data/sph"], "work/ecg.h5", workers=8)
+        report = prepare_cache(["data/mydb"], "work/mydb.h5", own_source="MYDB")
     """
     start = time.perf_counter()
     cache = Path(cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    sources, discovery_problems = discover_records(roots)
+    if own_source is not None:
+        check_source_name(own_source)
+    sources, discovery_problems = discover_records(roots, own_source=own_source)
     chunks = [sources[i : i + chunk_records] for i in range(0, len(sources), chunk_records)]
     parts = _open_parts(cache, sources, config, chunk_records)
 
@@ -166,7 +174,7 @@ def _preprocess_chunk(job: tuple[list[RecordSource], Path, PreprocessConfig]) ->
             record = read_record(source)
             try:
                 processed = preprocess(record.signal, record.fs, config)
-            except ValueError as exc:  # e.g. too short to filter, or a rate below 100 Hz
+            except ValueError as exc:  # e.g. too short to filter (both styles), or a rate below 100 Hz
                 raise RecordError(source.path, f"cannot preprocess: {exc}") from None
         except RecordError as exc:
             rejects.append([exc.path, exc.reason])

@@ -19,9 +19,12 @@ import pandas as pd
 
 from ecgnet.data.cache import CACHE_FORMAT_VERSION
 from ecgnet.data.labels import ClassSet, class_set
+from ecgnet.data.preprocess import PreprocessConfig
+from ecgnet.data.sources import held_out_sources
+from ecgnet.data_spec import DataSpec
 from ecgnet.errors import InputError
 
-__all__ = ["ECGCache", "open_cache_file"]
+__all__ = ["ECGCache", "check_cache_fits", "open_cache_file"]
 
 _STRING_COLUMNS = ("names", "sources", "codes", "patient_ids", "paths")
 _NUMBER_COLUMNS = ("offsets", "lengths", "ages", "sexes")
@@ -82,6 +85,37 @@ def _check_layout(path: Path, f: h5py.File) -> None:
         raise InputError(f"{path}: the cache holds 0 records; {_PREPARE_AGAIN} from folders with readable records")
 
 
+def _preprocess_config(path: Path, attribute: object) -> PreprocessConfig:
+    """The cache's preprocessing; a cache written before styles existed has none and is ``exact``."""
+    try:
+        return PreprocessConfig(**json.loads(attribute))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: cache attribute preprocess is malformed ({exc}); {_PREPARE_AGAIN}") from None
+
+
+def check_cache_fits(spec: DataSpec) -> None:
+    """Refuse, before any work, a cache that ``spec`` cannot use; an ``InputError`` names the cache and the fix.
+
+    The cache must have been prepared in the preprocessing style ``spec`` asks for (when it asks
+    for one), and hold the test source ``spec.test`` names (unless a split folder is given).
+    """
+    path = Path(spec.cache)
+    with open_cache_file(path) as f:
+        style = _preprocess_config(path, f.attrs["preprocess"]).style
+        sources = f["sources"].asstr()[()] if spec.split_dir is None else []
+    if spec.preprocess is not None and style != spec.preprocess:
+        raise InputError(
+            f"{path}: the cache was prepared with preprocess style {style!r}, but the data settings ask for "
+            f"{spec.preprocess!r}; prepare it with `ecgsearch data prepare DATA_DIRS --out {path} --preprocess "
+            f"{spec.preprocess}`, or ask for preprocess = {style!r}"
+        )
+    if spec.split_dir is None:
+        try:
+            held_out_sources(spec.test, sources)
+        except ValueError as exc:
+            raise InputError(f"{path}: {exc}") from None
+
+
 class ECGCache:
     """A prepared cache file. Signals are a read-only memory map: no copy is made at open."""
 
@@ -91,6 +125,7 @@ class ECGCache:
             try:
                 self.fs = float(f.attrs["fs"])
                 self.preprocess = json.loads(f.attrs["preprocess"])
+                self.preprocess_config = _preprocess_config(self.path, f.attrs["preprocess"])
                 columns = {k: f[k].asstr()[()] for k in _STRING_COLUMNS}
             except (TypeError, ValueError) as exc:  # a number where text belongs, bad JSON or UTF-8
                 raise InputError(f"{self.path}: cache attributes or columns are malformed ({exc})") from None
@@ -161,6 +196,7 @@ class ECGCache:
             "records": len(self),
             "hours": float(self.table["length"].sum() / self.fs / 3600),
             "class_set": classes.name,
+            "preprocess": self.preprocess_config.style,
             "per_source": self.table["source"].value_counts().sort_index().to_dict(),
             "per_class": {k: int(v) for k, v in zip(classes.abbreviations, labels.sum(0), strict=True)},
             "per_source_class": per_class.astype(int).to_dict(orient="index"),

@@ -1,10 +1,16 @@
-"""Reader for PhysioNet/CinC Challenge 2020/2021 records: WFDB header + MATLAB v4 signal.
+"""Reader for WFDB records: PhysioNet/CinC Challenge 2020/2021 (``.mat``) and other databases (``.dat``).
 
 The header is parsed here because ``wfdb.rdheader`` rejects real Challenge headers: Georgia's
 record line names ``E07500.mat`` (with the extension). Everything else in the format is simple
 and its quirks are handled in one place: ``/mv`` units, ``# Age:`` with a space, ``16x1+24``,
-``1000.0(0)/mV``, CRLF line ends, trailing commas in ``#Dx``, ``NaN`` ages, unknown sex. The
-signal is read by ``scipy.io.loadmat`` (variable ``val``, int16, leads x samples).
+``1000.0(0)/mV``, CRLF line ends, trailing commas in ``#Dx``, ``NaN`` ages, unknown sex. A
+``.mat`` signal is read by ``scipy.io.loadmat`` (variable ``val``, int16, leads x samples);
+any other signal file (``.dat`` in formats 16, 212, ...) by ``wfdb`` (``ecgnet.data.wfdb_signal``).
+
+Labels come from the ``#Dx:`` comment (SNOMED CT codes, comma-separated) for every record, of
+the Challenge or not, and age and sex from ``#Age:`` and ``#Sex:``. A record's source follows
+from its Challenge name; records of other databases take the source the caller names
+(``data prepare --source NAME``).
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from ecgnet.data.record import Record, RecordError, check_signal, unique_codes
+from ecgnet.data.record import Record, RecordError, check_signal, parse_age, parse_sex, unique_codes
 from ecgnet.data.sources import source_of_cinc_record
+from ecgnet.data.wfdb_signal import read_wfdb_signal
 
 __all__ = ["WfdbHeader", "parse_header", "read_cinc_record"]
 
@@ -116,28 +123,12 @@ def _int_or_zero(parts: list[str], index: int) -> int:
         return 0
 
 
-def _parse_age(value: str | None) -> float | None:
-    try:
-        age = float(value) if value is not None else math.nan
-    except ValueError:
-        return None
-    return age if math.isfinite(age) and 0 <= age <= 120 else None
+def read_cinc_record(header_path: Path | str, *, for_training: bool = True, own_source: str | None = None) -> Record:
+    """Read one WFDB record from its ``.hea`` path; raises ``RecordError`` when unusable.
 
-
-def _parse_sex(value: str | None) -> str | None:
-    value = (value or "").strip().lower()
-    if value in ("female", "f"):
-        return "female"
-    if value in ("male", "m"):
-        return "male"
-    return None
-
-
-def read_cinc_record(header_path: Path | str, *, for_training: bool = True) -> Record:
-    """Read one Challenge record from its ``.hea`` path; raises ``RecordError`` when unusable.
-
-    ``for_training=False`` (prediction) also reads records without ``#Dx`` and records whose
-    name follows no Challenge source (their source is then ``"unknown"``).
+    ``own_source`` is the source of a record whose name is not a Challenge name (without it
+    such a record is refused for training). ``for_training=False`` (prediction) also reads
+    records without ``#Dx`` and records of unknown source (their source is then ``"unknown"``).
     """
     header_path = Path(header_path)
     header = parse_header(header_path)
@@ -147,9 +138,30 @@ def read_cinc_record(header_path: Path | str, *, for_training: bool = True) -> R
     codes = unique_codes([c.strip() for c in (dx or "").split(",")])
     if not codes and for_training:
         raise RecordError(header_path, "#Dx line is empty: the record has no labels")
+    source = _source(header_path, header.name, own_source, for_training)  # before reading a signal in vain
     signal_path = header_path.with_name(Path(header.signal_file).name)
     if not signal_path.exists():
         raise RecordError(signal_path, "signal file is missing")
+    if signal_path.suffix.lower() == ".mat":
+        signal = _read_mat_signal(signal_path, header)
+    else:
+        scale = np.asarray(header.unit_scales, dtype=np.float32)[:, None]
+        signal = check_signal(signal_path, read_wfdb_signal(header_path), header.leads, header.samples) * scale
+    return Record(
+        name=header.name,
+        source=source,
+        signal=signal,
+        fs=header.fs,
+        age=parse_age(header.comments.get("age")),
+        sex=parse_sex(header.comments.get("sex")),
+        codes=codes,
+        patient_id=header.name,
+        path=str(header_path),
+    )
+
+
+def _read_mat_signal(signal_path: Path, header: WfdbHeader) -> np.ndarray:
+    """A Challenge ``.mat`` signal in mV."""
     try:
         raw = scipy.io.loadmat(signal_path)["val"]
     except KeyError:
@@ -159,20 +171,18 @@ def read_cinc_record(header_path: Path | str, *, for_training: bool = True) -> R
     signal = check_signal(signal_path, np.asarray(raw), header.leads, header.samples)
     baseline = np.asarray(header.baselines, dtype=np.float32)[:, None]
     scale = (np.asarray(header.unit_scales) / np.asarray(header.gains)).astype(np.float32)[:, None]
+    return (signal - baseline) * scale
+
+
+def _source(header_path: Path, name: str, own_source: str | None, for_training: bool) -> str:
+    """A Challenge name's own source, else ``own_source``; a training record needs one of them."""
     try:
-        source = source_of_cinc_record(header.name)
+        return source_of_cinc_record(name)
     except ValueError as exc:
+        if own_source is not None:
+            return own_source
         if for_training:
-            raise RecordError(header_path, str(exc)) from None
-        source = "unknown"
-    return Record(
-        name=header.name,
-        source=source,
-        signal=(signal - baseline) * scale,
-        fs=header.fs,
-        age=_parse_age(header.comments.get("age")),
-        sex=_parse_sex(header.comments.get("sex")),
-        codes=codes,
-        patient_id=header.name,
-        path=str(header_path),
-    )
+            raise RecordError(
+                header_path, f"{exc}; give the records of another database a source with `data prepare --source NAME`"
+            ) from None
+        return "unknown"

@@ -16,16 +16,20 @@ __all__ = ["RecordSource", "discover_records", "read_record"]
 class RecordSource:
     """Where one record lives: a WFDB header, or an SPH .h5 file with its metadata row."""
 
-    kind: str  # "cinc" or "sph"
+    kind: str  # "cinc" (any WFDB header) or "sph"
     path: str
     sph_entry: tuple[tuple[str, str], ...] = ()
+    own_source: str | None = None  # the source of a WFDB record whose name is not a Challenge name
 
 
-def discover_records(roots: list[Path | str]) -> tuple[list[RecordSource], list[RecordError]]:
+def discover_records(
+    roots: list[Path | str], *, own_source: str | None = None
+) -> tuple[list[RecordSource], list[RecordError]]:
     """Every record under ``roots`` in a stable order, and the problems found while looking.
 
     A root may be a directory (searched recursively for ``*.hea`` files and SPH
-    ``metadata.csv`` files) or a single ``.hea`` file.
+    ``metadata.csv`` files) or a single ``.hea`` file. ``own_source`` is the source of every
+    WFDB record found whose name is not a Challenge name (Challenge names keep their own).
     """
     found: list[RecordSource] = []
     problems: list[RecordError] = []
@@ -34,7 +38,7 @@ def discover_records(roots: list[Path | str]) -> tuple[list[RecordSource], list[
             problems.append(RecordError(root, "data path does not exist"))
             continue
         headers = [root] if root.is_file() and root.suffix == ".hea" else sorted(root.rglob("*.hea"))
-        found += [RecordSource("cinc", str(p)) for p in headers]
+        found += [RecordSource("cinc", str(p), own_source=own_source) for p in headers]
         for metadata in sorted(root.rglob("metadata.csv")) if root.is_dir() else []:
             try:
                 found += [
@@ -47,5 +51,5 @@ def discover_records(roots: list[Path | str]) -> tuple[list[RecordSource], list[
 
 def read_record(source: RecordSource) -> Record:
     if source.kind == "cinc":
-        return read_cinc_record(source.path)
+        return read_cinc_record(source.path, own_source=source.own_source)
     return read_sph_record(source.path, dict(source.sph_entry))

@@ -26,10 +26,12 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["CLASS_SETS", "DEFAULT_CLASS_SET", "ClassSet", "class_set"]
+__all__ = ["CLASS_SETS", "DEFAULT_CLASS_SET", "THESIS17", "ClassSet", "class_set"]
 
 DEFAULT_CLASS_SET = "thesis17"
 
+# (SNOMED CT code, abbreviation) of the thesis's 17 classes in its output order; the one copy
+# (synth.py writes its records' labels from it too).
 THESIS17 = (
     ("426783006", "SR"), ("426177001", "SB"), ("164934002", "TAb"), ("427393009", "SA"),
     ("713426002", "IRBBB"), ("427084000", "STach"), ("59118001", "RBBB"), ("164889003", "AF"),

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LEADS", "SEXES", "Record", "RecordError"]
+__all__ = ["LEADS", "MAX_AGE", "SEXES", "Record", "RecordError", "parse_age", "parse_sex"]
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 SEXES = ("female", "male")
+MAX_AGE = 120  # an age beyond this is a placeholder or a typo, not a patient: read as unknown
 
 
 class RecordError(Exception):
@@ -75,3 +77,26 @@ def check_signal(path: Path | str, signal: np.ndarray, leads: int, samples: int 
 
 def unique_codes(codes: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(c for c in codes if c))
+
+
+def parse_age(value: object) -> float | None:
+    """Age in years from a header or metadata field; None when unknown, not a number or outside 0-120.
+
+    Training and prediction both read demographics through here, so a model sees the same
+    metadata vector for a record in either.
+    """
+    try:
+        age = float(value) if value is not None else math.nan  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return age if math.isfinite(age) and 0 <= age <= MAX_AGE else None
+
+
+def parse_sex(value: object) -> str | None:
+    """``"female"``/``"male"`` from ``Female``, ``F``, ``male``, ``M`` (any case); None otherwise."""
+    text = str(value or "").strip().lower()
+    if text in ("female", "f"):
+        return "female"
+    if text in ("male", "m"):
+        return "male"
+    return None

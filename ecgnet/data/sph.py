@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import math
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -19,7 +18,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ecgnet.data.record import Record, RecordError, check_signal, unique_codes
+from ecgnet.data.record import Record, RecordError, check_signal, parse_age, parse_sex, unique_codes
 
 __all__ = [
     "SPH_FS",
@@ -29,6 +28,7 @@ __all__ = [
     "iter_sph_entries",
     "read_sph_record",
     "read_sph_signal",
+    "sph_demographics",
 ]
 
 SPH_FS = 500.0
@@ -71,6 +71,11 @@ def iter_sph_entries(metadata_csv: Path) -> Iterator[tuple[Path, SphEntry]]:
         yield metadata_csv.with_name(f"{row['ECG_ID']}.h5"), row
 
 
+def sph_demographics(entry: SphEntry) -> tuple[float | None, str | None]:
+    """Age (None unless 0-120) and sex (``F``/``M``) of a metadata row, for training and prediction alike."""
+    return parse_age(entry.get("Age")), parse_sex(entry.get("Sex"))
+
+
 def read_sph_signal(path: Path) -> np.ndarray:
     """The raw ``ecg`` dataset of one SPH file, (12, N) in mV."""
     if not path.exists():
@@ -96,17 +101,13 @@ def read_sph_record(path: Path | str, entry: SphEntry) -> Record:
     codes = map_aha_codes(entry["AHA_Code"])
     if not codes:
         raise RecordError(path, "AHA_Code is empty: the record has no labels")
-    try:
-        age = float(entry["Age"])
-    except (TypeError, ValueError):
-        age = math.nan
-    sex = {"F": "female", "M": "male"}.get(str(entry["Sex"]).strip().upper())
+    age, sex = sph_demographics(entry)
     return Record(
         name=SPH_PREFIX + entry["ECG_ID"],
         source="SPH",
         signal=signal,
         fs=SPH_FS,
-        age=age if math.isfinite(age) and 0 <= age <= 120 else None,
+        age=age,
         sex=sex,
         codes=codes,
         patient_id=SPH_PREFIX + str(entry["Patient_ID"]),

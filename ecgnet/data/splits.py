@@ -1,7 +1,8 @@
 """Train / validation / test splits: leave-source-out test sets, patient-grouped stratified folds.
 
 The test set is every record of the held-out sources (the thesis's split 1 holds out CPSC and
-CPSC-Extra). Validation folds come from the remaining pool by multilabel stratification
+CPSC-Extra; any single source of the cache, e.g. one named by ``data prepare --source``, can be
+held out by its name). Validation folds come from the remaining pool by multilabel stratification
 (iterative-stratification) over *patients*: a patient's records stay together and the patient
 is stratified on the union of their labels. A CinC record is its own patient; SPH records
 share their Patient_ID. INCART is left out of the pool, as in the base code.
@@ -21,7 +22,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from ecgnet.data.cache_reader import ECGCache
 from ecgnet.data.labels import DEFAULT_CLASS_SET
-from ecgnet.data.sources import TEST_SOURCE_GROUPS
+from ecgnet.data.sources import held_out_sources
 from ecgnet.errors import InputError
 
 __all__ = ["SUBSETS", "Split", "make_split", "read_split", "write_split"]
@@ -52,13 +53,14 @@ def make_split(
     seed: int = 0,
     class_set: str = DEFAULT_CLASS_SET,
 ) -> Split:
-    """Hold out the sources of ``test``; fold ``fold`` of ``folds`` of the rest validates."""
-    if test not in TEST_SOURCE_GROUPS:
-        raise InputError(f"unknown test split {test!r}; known: {', '.join(TEST_SOURCE_GROUPS)}")
+    """Hold out the sources of ``test`` (a group or one source of the cache); fold ``fold`` of the rest validates."""
+    table = cache.table
+    try:
+        test_sources = held_out_sources(test, table["source"])
+    except ValueError as exc:
+        raise InputError(f"{cache.path}: {exc}") from None
     if not 0 <= fold < folds or folds < 2:
         raise InputError(f"fold must be in 0..{folds - 1} and folds >= 2 (got fold={fold}, folds={folds})")
-    table = cache.table
-    test_sources = TEST_SOURCE_GROUPS[test]
     is_test = table["source"].isin(test_sources).to_numpy()
     in_pool = ~is_test & ~table["source"].isin(UNUSED_SOURCES).to_numpy()
     pool = np.flatnonzero(in_pool)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
+from ecgnet.data.labels import THESIS17
 from ecgnet.data.sph import aha_to_snomed
 
 __all__ = ["SYNTH_SOURCES", "SyntheticRecord", "synthesize_record", "write_synthetic_dataset"]
@@ -51,12 +52,8 @@ _LEAD_VECTORS = np.array(
 )
 _LEAD_VECTORS /= np.linalg.norm(_LEAD_VECTORS, axis=1, keepdims=True)
 
-CODES = {
-    "SR": "426783006", "SB": "426177001", "STach": "427084000", "SA": "427393009", "AF": "164889003",
-    "AFL": "164890007", "TAb": "164934002", "TInv": "59931005", "IRBBB": "713426002", "RBBB": "59118001",
-    "LBBB": "164909002", "LAnFB": "445118002", "LAD": "39732003", "RAD": "47665007", "IAVB": "270492004",
-    "LQRSV": "251146004", "PAC": "284470004",
-}  # fmt: skip
+# Abbreviation -> SNOMED code of the thesis's 17 classes, from the one table in labels.py.
+CODES = {abbreviation: code for code, abbreviation in THESIS17}
 # Rhythm shares and condition prevalences after the Challenge 2021 totals (dx_mapping_scored),
 # with rare conditions raised to 4% so that small synthetic sets still have positives.
 RHYTHMS = {"SR": 0.38, "SB": 0.25, "STach": 0.13, "AF": 0.07, "AFL": 0.11, "SA": 0.06}

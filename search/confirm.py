@@ -1,0 +1,137 @@
+"""Confirming results against seed noise: chosen networks trained again with other seeds.
+
+The runs are trials of a companion study, ``NAME.confirm``, in the same storage: same
+definition, data and directions, one enqueued trial per (network, seed), carrying
+``confirms_trial`` and ``seed``. So they run through ordinary workers (``ecgsearch confirm``,
+or ``ecgsearch worker --study-name NAME.confirm`` in as many Slurm jobs as wanted) with
+everything a study has: heartbeats, retries of killed runs, outage riding. A finished trial of
+the main study cannot be written to, which is the other reason the runs live apart;
+``ecgsearch.seeds.seed_runs`` puts them back together.
+
+A confirm study runs only what was enqueued: a job whose retries are used up is dropped (the
+next ``ecgsearch confirm`` enqueues it again), never replaced by a sampled network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ecgnet.metric_names import HEADLINE_METRICS
+from ecgnet.runner import RunOutcome, reseeded, train_and_evaluate
+from ecgnet.size import describe_size
+from ecgnet.train_config import TrainConfig
+from ecgsearch.objective import TrialObjective, result_record
+from ecgsearch.optuna_internals import sibling_study
+from ecgsearch.seeds import CONFIRMS_ATTR, SEED_ATTR, network_trial
+from ecgsearch.storage import database_lock
+from ecgsearch.study import THESIS_ATTR, WORKER_ID
+
+__all__ = [
+    "CONFIRM_OF_ATTR",
+    "ConfirmObjective",
+    "confirm_jobs",
+    "confirm_study_name",
+    "confirmation_trials",
+    "enqueue_jobs",
+    "is_confirm_study",
+    "study_training_seed",
+]
+
+CONFIRM_SUFFIX = ".confirm"
+# A study user attribute of the confirm study: the name of the study it confirms.
+CONFIRM_OF_ATTR = "confirms_study"
+
+
+def confirm_study_name(study_name: str) -> str:
+    return study_name + CONFIRM_SUFFIX
+
+
+def is_confirm_study(study: optuna.Study) -> bool:
+    return CONFIRM_OF_ATTR in study.user_attrs
+
+
+def study_training_seed(study: optuna.Study) -> int:
+    """The seed every trial of ``study`` trained with (the definition's ``[training] seed``)."""
+    return int(study.user_attrs["definition"].get("training", {}).get("seed", 0))
+
+
+def confirmation_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The COMPLETE runs of ``study``'s confirm study (none when it has no confirm study)."""
+    confirm = sibling_study(study, confirm_study_name(study.study_name))
+    if confirm is None:
+        return []
+    complete = confirm.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t for t in complete if CONFIRMS_ATTR in t.user_attrs]
+
+
+def confirm_jobs(trials: list[FrozenTrial], chosen: list[int], seeds: int, study_seed: int) -> list[tuple[int, int]]:
+    """(network trial, seed) pairs that give every chosen trial ``seeds`` seeds in all.
+
+    The study's own run is the first seed (``study_seed``); repeats stand for the trial whose
+    network they repeat, so a network is trained once per seed however often it was proposed.
+    """
+    by_number = {t.number: t for t in trials}
+    networks = list(dict.fromkeys(network_trial(by_number[n]) for n in chosen))
+    return [(n, study_seed + k) for n in networks for k in range(1, seeds)]
+
+
+def enqueue_jobs(confirm: optuna.Study, main_trials: list[FrozenTrial], jobs: list[tuple[int, int]], lock_url: str
+                 ) -> list[tuple[int, int]]:  # fmt: skip
+    """Enqueue the jobs the confirm study has neither done nor queued; returns those enqueued.
+
+    Under a database lock, so that two ``confirm`` commands enqueue each job once.
+    """
+    by_number = {t.number: t for t in main_trials}
+    with database_lock(lock_url, f"enqueue:{confirm.study_name}"):
+        present = {
+            (t.user_attrs.get(CONFIRMS_ATTR), t.user_attrs.get(SEED_ATTR))
+            for t in confirm.get_trials(deepcopy=False) if t.state != TrialState.FAIL
+        }  # fmt: skip
+        added = []
+        for number, seed in jobs:
+            if (number, seed) in present:
+                continue
+            source = by_number[number]
+            attrs = {CONFIRMS_ATTR: number, SEED_ATTR: seed}
+            if THESIS_ATTR in source.user_attrs:
+                attrs[THESIS_ATTR] = source.user_attrs[THESIS_ATTR]
+            confirm.enqueue_trial(source.params, user_attrs=attrs)
+            added.append((number, seed))
+    return added
+
+
+class ConfirmObjective(TrialObjective):
+    """Trains the enqueued network with the enqueued seed and records its metrics; no duplicate reuse."""
+
+    def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
+        if CONFIRMS_ATTR not in trial.user_attrs:
+            raise RuntimeError(f"trial {trial.number} of a confirm study was not enqueued by `ecgsearch confirm`")
+        definition = self.context.definition
+        seed = int(trial.user_attrs[SEED_ATTR])
+        params = definition.space.suggest(trial)
+        arch = definition.space.arch_of(params, num_classes=len(self.data.classes)).canonical()
+        size = describe_size(arch, macs=any(o.metric == "macs" for o in definition.objectives))
+        figures = {"size_mb": size.size_mb, "params": float(size.params), "macs": float(size.macs or 0)}
+        trial.set_user_attr("size_mb", size.size_mb)
+        trial.set_user_attr("identity", {"worker": WORKER_ID, "params": size.params})
+        event = {"trial": trial.number, "thesis": trial.user_attrs.get(THESIS_ATTR), "size_mb": size.size_mb}
+        self.on_event({"event": "trial_start", **event, "arch": arch.to_dict(), "seed": seed,
+                       "confirms": trial.user_attrs[CONFIRMS_ATTR]})  # fmt: skip
+        training = dataclasses.replace(definition.training, seed=seed)
+        outcome = self._train(trial, arch, training=training)
+        val = outcome.result.val_metrics
+        trial.set_user_attr("result", result_record(outcome))
+        trial.set_user_attr("trained", True)
+        values = self._values({**figures, **{f"val_{k}": val[k] for k in HEADLINE_METRICS}})
+        self.on_event({"event": "trial_end", **event, "outcome": f"seed {seed} of trial "
+                       f"{trial.user_attrs[CONFIRMS_ATTR]}", "values": values})  # fmt: skip
+        return values
+
+    def _train_run(self, arch, training: TrainConfig, progress: Callable[[dict[str, Any]], None]) -> RunOutcome:
+        # The study's data, with the training crops this seed draws (as `train --seeds` does).
+        return train_and_evaluate(arch, reseeded(self.data, training.seed), training, progress=progress)

@@ -1,0 +1,104 @@
+"""Seed noise: every seed's result of a network, their spread, and dominance that survives it.
+
+A trial trains once, with the study's training seed. ``ecgsearch confirm`` trains chosen
+networks again with other seeds, as trials of the companion study ``NAME.confirm`` (see
+``ecgsearch.confirm``); each of those records ``confirms_trial`` (the network's trial in the
+main study) and ``seed``. ``seed_runs`` gathers both into one table per network.
+
+Robust dominance: a trial dominates another robustly when it is at least as good in every
+objective that has no seed noise (sizes) and, in every validation metric among the objectives,
+its mean over seeds is better by more than two standard errors of the difference of the means
+(``sqrt(sd_a**2 / n_a + sd_b**2 / n_b)``). It needs at least two seeds of each trial; with one
+seed nothing is known about the noise, so nothing is claimed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from typing import Any
+
+from optuna.trial import FrozenTrial
+
+__all__ = [
+    "CONFIRMS_ATTR",
+    "SEED_ATTR",
+    "SeedSummary",
+    "dominates",
+    "network_trial",
+    "robustly_dominates",
+    "seed_runs",
+    "summarize",
+]
+
+CONFIRMS_ATTR = "confirms_trial"
+SEED_ATTR = "seed"
+# The margin of robust dominance, in standard errors of the difference of two means.
+STANDARD_ERRORS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedSummary:
+    """Mean and sample standard deviation of one figure over ``n`` seeds (sd is None for one seed)."""
+
+    n: int
+    mean: float
+    sd: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def summarize(values: list[float]) -> SeedSummary:
+    return SeedSummary(len(values), statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+
+
+def network_trial(trial: FrozenTrial) -> int:
+    """The trial that trained this trial's network (a repeat reuses an earlier trial's result)."""
+    return int(trial.user_attrs.get("repeats_trial", trial.number))
+
+
+def seed_runs(trials: list[FrozenTrial], confirmations: list[FrozenTrial], study_seed: int) -> dict[int, dict]:
+    """Per trained trial number: ``{seed: {"val": {...}, "test": {...}}}``, its own run and confirmations.
+
+    ``trials`` are the main study's, ``confirmations`` the COMPLETE trials of its confirm study.
+    """
+    runs: dict[int, dict[int, dict]] = {}
+    for trial in trials:
+        result = trial.user_attrs.get("result")
+        if trial.user_attrs.get("trained") and result:
+            runs.setdefault(trial.number, {})[study_seed] = {"val": result["val"], "test": result["test"]}
+    for confirmation in confirmations:
+        result = confirmation.user_attrs.get("result")
+        source = confirmation.user_attrs.get(CONFIRMS_ATTR)
+        if result and source in runs:
+            runs[source][int(confirmation.user_attrs[SEED_ATTR])] = {"val": result["val"], "test": result["test"]}
+    return runs
+
+
+def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
+    """Plain Pareto dominance of value vectors: no worse in every objective, better in one."""
+    signs = [1.0 if d == "maximize" else -1.0 for d in directions]
+    gains = [s * (x - y) for s, x, y in zip(signs, a, b, strict=True)]
+    return all(g >= 0 for g in gains) and any(g > 0 for g in gains)
+
+
+def robustly_dominates(a: dict[str, Any], b: dict[str, Any], metric_names: list[str], directions: list[str]) -> bool:
+    """Robust dominance of ``a`` over ``b`` (see the module's docstring).
+
+    ``a`` and ``b`` map each objective name to a value (deterministic figures) or, for the
+    validation metrics, to a ``SeedSummary``.
+    """
+    for name, direction in zip(metric_names, directions, strict=True):
+        sign = 1.0 if direction == "maximize" else -1.0
+        x, y = a[name], b[name]
+        if isinstance(x, SeedSummary):
+            if x.sd is None or y.sd is None:
+                return False
+            margin = STANDARD_ERRORS * math.sqrt(x.sd**2 / x.n + y.sd**2 / y.n)
+            if not sign * (x.mean - y.mean) > margin:
+                return False
+        elif sign * (x - y) < 0:
+            return False
+    return True

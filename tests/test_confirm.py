@@ -1,0 +1,132 @@
+"""Seed noise: robust dominance by hand, and `ecgsearch confirm` on a study (SQLite; PostgreSQL in test_slurm).
+
+The study: the tiny definition with a 0.5 MB budget (E16 is infeasible), E18, three searched
+trials and one enqueued repeat of E18. Confirmation retrains with a second seed; pareto and the
+report then show mean ± sd, and the report's front is the pareto command's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+from search_helpers import ECGSEARCH, environment, load, run, unique_name, worker_command
+
+from ecgsearch.cli import main
+from ecgsearch.seeds import SeedSummary, dominates, robustly_dominates
+
+NAMES = ["val_micro_auroc", "size_mb"]
+DIRECTIONS = ["maximize", "minimize"]
+
+
+def test_plain_dominance_follows_the_directions() -> None:
+    assert dominates([0.8, 1.0], [0.7, 1.0], DIRECTIONS)
+    assert not dominates([0.8, 1.0], [0.8, 1.0], DIRECTIONS)  # equal is not better
+    assert not dominates([0.9, 2.0], [0.8, 1.0], DIRECTIONS)  # larger
+    assert dominates([0.8, 0.5], [0.8, 1.0], DIRECTIONS)
+
+
+def test_robust_dominance_needs_two_standard_errors_of_the_difference() -> None:
+    thesis = {"val_micro_auroc": SeedSummary(5, 0.775, 0.022), "size_mb": 0.28}
+    # Standard error of the difference: sqrt(0.022**2 / 5 * 2) = 0.01391; two of them: 0.02783.
+    clearly = {"val_micro_auroc": SeedSummary(5, 0.805, 0.022), "size_mb": 0.28}
+    barely = {"val_micro_auroc": SeedSummary(5, 0.800, 0.022), "size_mb": 0.2}
+    assert robustly_dominates(clearly, thesis, NAMES, DIRECTIONS)
+    assert not robustly_dominates(barely, thesis, NAMES, DIRECTIONS)  # 0.025 is noise here
+    bigger = {"val_micro_auroc": SeedSummary(5, 0.9, 0.022), "size_mb": 0.3}
+    assert not robustly_dominates(bigger, thesis, NAMES, DIRECTIONS)
+    one_seed = {"val_micro_auroc": SeedSummary(1, 0.95, None), "size_mb": 0.1}
+    assert not robustly_dominates(one_seed, thesis, NAMES, DIRECTIONS)  # no spread known: no claim
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict:
+    """The tiny study on SQLite (PostgreSQL: tests/test_slurm.py confirms through a Slurm array there)."""
+    workspace, name = tmp_path_factory.mktemp("confirm") / "ws", unique_name("confirm")
+    url = f"sqlite:///{workspace / 'study.db'}"
+    env = environment(None)
+    first = run(worker_command(workspace, name, 5, "--max-mb", "0.5"), env)
+    assert first.returncode == 0, first.stderr + first.stdout
+    trials = load(url, name).get_trials()
+    e18 = next(t for t in trials if t.user_attrs.get("thesis_experiment") == "E18")
+    e16 = next(t for t in trials if t.user_attrs.get("thesis_experiment") == "E16")
+    load(url, name).enqueue_trial(e18.params)  # a repeat: it reuses E18's result
+    again = run(worker_command(workspace, name, 5), env)
+    assert again.returncode == 0, again.stderr + again.stdout
+    repeat = load(url, name).get_trials()[-1]
+    return {"workspace": workspace, "name": name, "url": url, "env": env, "e18": e18, "e16": e16, "repeat": repeat}
+
+
+def test_confirm_adds_seeds_that_pareto_and_report_show(study: dict, tmp_path: Path) -> None:
+    workspace, name, url, env = study["workspace"], study["name"], study["url"], study["env"]
+    e18, e16, repeat = study["e18"], study["e16"], study["repeat"]
+    assert "infeasible" in e16.user_attrs and repeat.user_attrs["repeats_trial"] == e18.number
+
+    common = ["--study-name", name, "--workspace", str(workspace)]
+    pareto = run([*ECGSEARCH, "pareto", *common, "--json"], env)
+    assert pareto.returncode == 0, pareto.stderr
+    front = [row["trial"] for row in json.loads(pareto.stdout)]
+    assert e16.number not in front
+    # The repeat of E18 is confirmed through E18: one run per seed for the network.
+    confirm = run([*ECGSEARCH, "confirm", *common, "--thesis", "--trial", str(repeat.number), "--seeds", "2"], env)
+    assert confirm.returncode == 0, confirm.stderr + confirm.stdout
+    assert "1 new run(s) enqueued" in confirm.stdout
+    runs = load(url, f"{name}.confirm").get_trials()
+    assert len(runs) == 1 and runs[0].state == TrialState.COMPLETE
+    assert runs[0].user_attrs["confirms_trial"] == e18.number and runs[0].user_attrs["seed"] == 1
+    assert runs[0].params == e18.params
+
+    rows = {row["trial"]: row for row in json.loads(run([*ECGSEARCH, "pareto", *common, "--json"], env).stdout)}
+    seed_values = [e18.user_attrs["val_micro_auroc"], runs[0].user_attrs["result"]["val"]["micro_auroc"]]
+    assert seed_values[0] != seed_values[1]  # another seed, another result
+    for number in (e18.number, repeat.number):
+        if number in rows:
+            spread = rows[number]["seeds"]["val"]["micro_auroc"]
+            assert rows[number]["seeds"]["seeds"] == [0, 1]
+            assert spread["mean"] == pytest.approx(statistics.fmean(seed_values))
+            assert spread["sd"] == pytest.approx(statistics.stdev(seed_values))
+
+    again = run([*ECGSEARCH, "confirm", *common, "--thesis", "--seeds", "2"], env)
+    assert again.returncode == 0 and "0 new run(s) enqueued" in again.stdout, again.stderr + again.stdout
+
+    report = tmp_path / "report.html"
+    out = run([*ECGSEARCH, "report", *common, "--out", str(report)], env)
+    assert out.returncode == 0, out.stderr
+    page = report.read_text()
+    front_table = page.split('<table id="front">')[1].split("</table>")[0]
+    assert [int(n) for n in re.findall(r"<tr><td>(\d+)</td>", front_table)] == front
+    # Plotly writes its figure as JSON, where "±" is escaped.
+    assert "mean \\u00b1 sd over seeds" in page and '"error_y"' in page and 'id="robust-count">' in page
+    e18_row = page.split("<td>E18</td>")[1].split("</tr>")[0]
+    assert f"± {statistics.stdev(seed_values):.4f} (2)" in e18_row
+
+
+def ecgsearch(capsys, monkeypatch, *args: object) -> tuple[int, str]:
+    """The console script in this process (a new interpreter costs seconds of imports): exit code, stderr."""
+    monkeypatch.setattr(sys, "argv", ["ecgsearch", *map(str, args)])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    return int(ended.value.code), capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ((), "say which trials to confirm"),
+        (("--trial", "E16"), "it is not a trained feasible trial (infeasible: "),
+        (("--trial", "99"), "(no such trial)"),
+        (("--front", "--seeds", "1"), "--seeds"),
+    ],
+)
+def test_confirm_refuses_what_it_cannot_confirm(study: dict, extra, message: str, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
+    extra = [str(study["e16"].number) if part == "E16" else part for part in extra]
+    code, err = ecgsearch(capsys, monkeypatch, "confirm", "--study-name", study["name"], "--workspace",
+                          study["workspace"], *extra)  # fmt: skip
+    assert code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
