@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from search_helpers import ECGSEARCH, environment, load, run, unique_name, worker_command
+from search_helpers import environment, load, run, unique_name, worker_command
 
 from ecgsearch.cli import main
 from ecgsearch.seeds import SeedSummary, dominates, robustly_dominates
@@ -59,29 +59,41 @@ def study(tmp_path_factory) -> dict:
     again = run(worker_command(workspace, name, 5), env)
     assert again.returncode == 0, again.stderr + again.stdout
     repeat = load(url, name).get_trials()[-1]
-    return {"workspace": workspace, "name": name, "url": url, "env": env, "e18": e18, "e16": e16, "repeat": repeat}
+    return {"workspace": workspace, "name": name, "url": url, "e18": e18, "e16": e16, "repeat": repeat}
 
 
-def test_confirm_adds_seeds_that_pareto_and_report_show(study: dict, tmp_path: Path) -> None:
-    workspace, name, url, env = study["workspace"], study["name"], study["url"], study["env"]
+def ecgsearch(capsys, monkeypatch, *args: object) -> tuple[int, str, str]:
+    """The console script in this process (a new interpreter costs seconds of imports): code, stdout, stderr."""
+    monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
+    monkeypatch.setattr(sys, "argv", ["ecgsearch", *map(str, args)])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    captured = capsys.readouterr()
+    return int(ended.value.code or 0), captured.out, captured.err
+
+
+def test_confirm_adds_seeds_that_pareto_and_report_show(study: dict, tmp_path: Path, capsys, monkeypatch) -> None:
+    workspace, name, url = study["workspace"], study["name"], study["url"]
     e18, e16, repeat = study["e18"], study["e16"], study["repeat"]
     assert "infeasible" in e16.user_attrs and repeat.user_attrs["repeats_trial"] == e18.number
 
-    common = ["--study-name", name, "--workspace", str(workspace)]
-    pareto = run([*ECGSEARCH, "pareto", *common, "--json"], env)
-    assert pareto.returncode == 0, pareto.stderr
-    front = [row["trial"] for row in json.loads(pareto.stdout)]
+    common = ["--study-name", name, "--workspace", workspace]
+    code, out, err = ecgsearch(capsys, monkeypatch, "pareto", *common, "--json")
+    assert code == 0, err
+    front = [row["trial"] for row in json.loads(out)]
     assert e16.number not in front
     # The repeat of E18 is confirmed through E18: one run per seed for the network.
-    confirm = run([*ECGSEARCH, "confirm", *common, "--thesis", "--trial", str(repeat.number), "--seeds", "2"], env)
-    assert confirm.returncode == 0, confirm.stderr + confirm.stdout
-    assert "1 new run(s) enqueued" in confirm.stdout
+    code, out, err = ecgsearch(capsys, monkeypatch, "confirm", *common, "--thesis", "--trial", repeat.number,
+                               "--seeds", "2")  # fmt: skip
+    assert code == 0, err + out
+    assert "1 new run(s) enqueued" in out
     runs = load(url, f"{name}.confirm").get_trials()
     assert len(runs) == 1 and runs[0].state == TrialState.COMPLETE
     assert runs[0].user_attrs["confirms_trial"] == e18.number and runs[0].user_attrs["seed"] == 1
     assert runs[0].params == e18.params
 
-    rows = {row["trial"]: row for row in json.loads(run([*ECGSEARCH, "pareto", *common, "--json"], env).stdout)}
+    code, out, err = ecgsearch(capsys, monkeypatch, "pareto", *common, "--json")
+    rows = {row["trial"]: row for row in json.loads(out)}
     seed_values = [e18.user_attrs["val_micro_auroc"], runs[0].user_attrs["result"]["val"]["micro_auroc"]]
     assert seed_values[0] != seed_values[1]  # another seed, another result
     for number in (e18.number, repeat.number):
@@ -91,12 +103,12 @@ def test_confirm_adds_seeds_that_pareto_and_report_show(study: dict, tmp_path: P
             assert spread["mean"] == pytest.approx(statistics.fmean(seed_values))
             assert spread["sd"] == pytest.approx(statistics.stdev(seed_values))
 
-    again = run([*ECGSEARCH, "confirm", *common, "--thesis", "--seeds", "2"], env)
-    assert again.returncode == 0 and "0 new run(s) enqueued" in again.stdout, again.stderr + again.stdout
+    code, out, err = ecgsearch(capsys, monkeypatch, "confirm", *common, "--thesis", "--seeds", "2")
+    assert code == 0 and "0 new run(s) enqueued" in out, err + out
 
     report = tmp_path / "report.html"
-    out = run([*ECGSEARCH, "report", *common, "--out", str(report)], env)
-    assert out.returncode == 0, out.stderr
+    code, _, err = ecgsearch(capsys, monkeypatch, "report", *common, "--out", report)
+    assert code == 0, err
     page = report.read_text()
     front_table = page.split('<table id="front">')[1].split("</table>")[0]
     assert [int(n) for n in re.findall(r"<tr><td>(\d+)</td>", front_table)] == front
@@ -104,14 +116,6 @@ def test_confirm_adds_seeds_that_pareto_and_report_show(study: dict, tmp_path: P
     assert "mean \\u00b1 sd over seeds" in page and '"error_y"' in page and 'id="robust-count">' in page
     e18_row = page.split("<td>E18</td>")[1].split("</tr>")[0]
     assert f"± {statistics.stdev(seed_values):.4f} (2)" in e18_row
-
-
-def ecgsearch(capsys, monkeypatch, *args: object) -> tuple[int, str]:
-    """The console script in this process (a new interpreter costs seconds of imports): exit code, stderr."""
-    monkeypatch.setattr(sys, "argv", ["ecgsearch", *map(str, args)])
-    with pytest.raises(SystemExit) as ended:
-        main()
-    return int(ended.value.code), capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -124,9 +128,8 @@ def ecgsearch(capsys, monkeypatch, *args: object) -> tuple[int, str]:
     ],
 )
 def test_confirm_refuses_what_it_cannot_confirm(study: dict, extra, message: str, capsys, monkeypatch) -> None:
-    monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
     extra = [str(study["e16"].number) if part == "E16" else part for part in extra]
-    code, err = ecgsearch(capsys, monkeypatch, "confirm", "--study-name", study["name"], "--workspace",
-                          study["workspace"], *extra)  # fmt: skip
+    code, _, err = ecgsearch(capsys, monkeypatch, "confirm", "--study-name", study["name"], "--workspace",
+                             study["workspace"], *extra)  # fmt: skip
     assert code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1
