@@ -126,7 +126,9 @@ def train_seeds(
     return outcomes, data
 
 
-def summarize_seeds(outcomes: list[RunOutcome], keys: tuple[str, ...] = ("micro_auroc", "macro_auroc")) -> dict:
+def summarize_seeds(
+    outcomes: list[RunOutcome], keys: tuple[str, ...] = ("micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc")
+) -> dict:
     """Mean and standard deviation over seeds of validation and test figures."""
     summary: dict[str, dict[str, float]] = {}
     for subset in ("val", "test"):

@@ -74,7 +74,8 @@ def train(
             else:
                 bar.console.print(
                     f"  epoch {event['epoch']}: loss {event['train_loss']:.4f}  "
-                    f"val micro AUROC {event['micro_auroc']:.4f}  macro AUROC {event['macro_auroc']:.4f}",
+                    f"val micro AUROC {event['micro_auroc']:.4f}  macro AUROC {event['macro_auroc']:.4f}  "
+                    f"micro AUPRC {event['micro_auprc']:.4f}",
                     highlight=False,
                 )
 

@@ -230,6 +230,13 @@ def test_cli_train_json_prints_only_the_json_on_stdout_and_progress_on_stderr(tr
     report = json.loads(result.stdout)  # the whole of stdout, as `| jq` reads it
     assert report["exported_to"] == str(model_dir) and report["seeds"] == [0]
     assert "epoch 1: loss" in result.stderr and "epoch" not in result.stdout
+    # The thesis's figures, AUPRC included (its "precision"), summarised over seeds.
+    assert set(report["summary"]) == {
+        f"{subset}_{metric}"
+        for subset in ("val", "test")
+        for metric in ("micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc")
+    }
+    assert "micro AUPRC" in result.stderr
 
 
 # 2. Damaged model directories -----------------------------------------------------------------
