@@ -24,7 +24,7 @@ from ecgnet.data.labels import ClassSet, class_set
 from ecgnet.data.splits import make_split, read_split
 from ecgnet.data_spec import DataSpec
 from ecgnet.export import export_model
-from ecgnet.train import ProgressCallback, TrainConfig, TrainResult, evaluate, train_model
+from ecgnet.train import ProgressCallback, StopHook, TrainConfig, TrainResult, evaluate, train_model
 
 __all__ = [
     "DataSpec",
@@ -95,12 +95,20 @@ def reseeded(data: LoadedData, seed: int) -> LoadedData:
 
 
 def train_and_evaluate(
-    arch: ArchConfig, data: LoadedData, config: TrainConfig, *, progress: ProgressCallback | None = None
+    arch: ArchConfig,
+    data: LoadedData,
+    config: TrainConfig,
+    *,
+    progress: ProgressCallback | None = None,
+    should_stop: StopHook | None = None,
 ) -> RunOutcome:
-    """Train on the training subset, select nothing on test, and score test at the end."""
+    """Train on the training subset, select nothing on test, and score test at the end.
+
+    ``should_stop``: see ``train_model``; a stopped run is scored like any other.
+    """
     if arch.num_classes != len(data.classes):
         arch = dataclasses.replace(arch, num_classes=len(data.classes))
-    result = train_model(arch, data.train, data.val, data.classes, config, progress=progress)
+    result = train_model(arch, data.train, data.val, data.classes, config, progress=progress, should_stop=should_stop)
     test_metrics = evaluate(result.model, data.test, data.classes, config, thresholds=result.thresholds)
     return RunOutcome(result=result, test_metrics=test_metrics, seed=config.seed)
 

@@ -32,6 +32,8 @@ from ecgnet.train_config import TrainConfig
 __all__ = ["TrainConfig", "TrainResult", "evaluate", "predict_probabilities", "resolve_device", "train_model"]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+# Asked after every epoch's validation with that epoch's history entry: a reason to stop, or None.
+StopHook = Callable[[dict[str, Any]], str | None]
 
 
 @dataclasses.dataclass
@@ -44,6 +46,7 @@ class TrainResult:
     seconds: float
     cut_by_time_limit: bool
     device: str
+    stopped_early: str | None = None  # the reason ``should_stop`` gave, when it ended the run
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -67,8 +70,14 @@ def train_model(
     config: TrainConfig = TrainConfig(),
     *,
     progress: ProgressCallback | None = None,
+    should_stop: StopHook | None = None,
 ) -> TrainResult:
-    """Train ``arch`` on ``train_data``, validating on ``val_data`` after every epoch."""
+    """Train ``arch`` on ``train_data``, validating on ``val_data`` after every epoch.
+
+    ``should_stop`` sees each epoch's history entry (validation figures included) and may end the
+    run there with a reason (early stopping decided elsewhere, e.g. by a study's rungs); it is not
+    asked after the last epoch, which ends the run anyway.
+    """
     start = time.perf_counter()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -90,7 +99,7 @@ def train_model(
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
     history: list[dict[str, Any]] = []
-    step, cut = 0, False
+    step, cut, stopped = 0, False, None
     val_metrics: dict[str, Any] = {}
     for epoch in range(epochs):
         model.train()
@@ -130,6 +139,9 @@ def train_model(
             progress({"event": "epoch", **entry})
         if step >= total_steps or cut:
             break
+        stopped = should_stop(entry) if should_stop else None
+        if stopped:
+            break
 
     thresholds = [config.threshold] * len(classes)
     if config.tune_thresholds:
@@ -145,6 +157,7 @@ def train_model(
         seconds=time.perf_counter() - start,
         cut_by_time_limit=cut,
         device=str(device),
+        stopped_early=stopped,
     )
 
 

@@ -71,6 +71,23 @@ def test_step_budget_and_time_cap(synthetic_cache_path: Path) -> None:
     assert capped.result.cut_by_time_limit and capped.result.steps < 1000 * 3
 
 
+def test_a_stop_hook_ends_training_after_the_epoch_it_names(synthetic_cache_path: Path) -> None:
+    data = load_data(DataSpec(str(synthetic_cache_path), max_train_records=96), QUICK)
+    seen: list[dict] = []
+
+    def stop_at_epoch_two(entry: dict) -> str | None:
+        seen.append(entry)
+        return "rung 2: dominated" if entry["epoch"] == 2 else None
+
+    stopped = train_and_evaluate(SMALL, data, dataclasses.replace(QUICK, epochs=5), should_stop=stop_at_epoch_two)
+    assert stopped.result.stopped_early == "rung 2: dominated"
+    assert [h["epoch"] for h in stopped.result.history] == [1, 2] and stopped.result.steps == 2 * 3
+    assert seen[0]["micro_auroc"] == stopped.result.history[0]["micro_auroc"]  # it sees validation figures
+    assert stopped.result.val_metrics["micro_auroc"] == stopped.result.history[-1]["micro_auroc"]
+    full = train_and_evaluate(SMALL, data, QUICK, should_stop=lambda entry: None)
+    assert full.result.stopped_early is None and len(full.result.history) == 2
+
+
 def test_length_batched_evaluation_equals_one_record_at_a_time(learned, data) -> None:
     model = learned.result.model
     batched = predict_probabilities(model, data.val, max_samples=10**7)
