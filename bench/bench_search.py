@@ -56,7 +56,7 @@ class NoTrainObjective(TrialObjective):
 
     model_dir: Path | None = None
 
-    def _train(self, trial, arch):
+    def _train(self, trial, arch, **options):
         return _FakeOutcome()
 
     def _upload(self, trial, outcome) -> None:
@@ -67,7 +67,7 @@ class _FakeResult:
     def __init__(self) -> None:
         rng = np.random.default_rng()
         self.val_metrics = {k: float(rng.uniform(0.6, 0.9)) for k in HEADLINE_METRICS}
-        self.seconds, self.cut_by_time_limit, self.history = 0.0, False, []
+        self.seconds, self.cut_by_time_limit, self.history, self.stopped_early = 0.0, False, [], None
 
 
 class _FakeOutcome:

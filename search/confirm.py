@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ecgnet.metric_names import HEADLINE_METRICS
 from ecgnet.runner import RunOutcome, reseeded, train_and_evaluate
 from ecgnet.size import describe_size
+from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
 from ecgsearch.objective import TrialObjective, result_record
 from ecgsearch.optuna_internals import sibling_study
@@ -132,6 +133,9 @@ class ConfirmObjective(TrialObjective):
                        f"{trial.user_attrs[CONFIRMS_ATTR]}", "values": values})  # fmt: skip
         return values
 
-    def _train_run(self, arch, training: TrainConfig, progress: Callable[[dict[str, Any]], None]) -> RunOutcome:
-        # The study's data, with the training crops this seed draws (as `train --seeds` does).
+    def _train_run(
+        self, arch, training: TrainConfig, progress: Callable[[dict[str, Any]], None], should_stop: StopHook | None
+    ) -> RunOutcome:
+        # The study's data, with the training crops this seed draws (as `train --seeds` does);
+        # a confirmation always runs the full budget.
         return train_and_evaluate(arch, reseeded(self.data, training.seed), training, progress=progress)

@@ -26,6 +26,7 @@ from ecgnet.errors import InputError
 from ecgnet.thesis import thesis_experiments
 from ecgnet.train_config import TrainConfig
 from ecgsearch.definition_schema import METRICS, SAMPLER_SETTINGS, DefinitionModel, describe
+from ecgsearch.early_stopping import EarlyStopping
 from ecgsearch.space import SearchSpace
 
 __all__ = [
@@ -69,6 +70,7 @@ class StudyDefinition:
     fixed_trials: tuple[str, ...]
     default_trials: int
     raw: dict[str, Any]
+    early_stopping: EarlyStopping | None = None  # [early_stopping]; None: every trial runs its full budget
 
     def fingerprint(self) -> str:
         """Hash of everything that changes what a trial computes (not of the file's layout).
@@ -158,4 +160,12 @@ def parse_definition(raw: dict[str, Any], source: str) -> StudyDefinition:
         fixed_trials=tuple(model.fixed_trials),
         default_trials=model.default_trials,
         raw=raw,
+        early_stopping=_early_stopping(model),
     )
+
+
+def _early_stopping(model: DefinitionModel) -> EarlyStopping | None:
+    settings = model.early_stopping
+    if settings is None:
+        return None
+    return EarlyStopping(tuple(settings.rungs), settings.eta, settings.min_trials, settings.protect_thesis)

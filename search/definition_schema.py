@@ -9,10 +9,20 @@ never coerced into an integer (a TOML integer is accepted where a float is expec
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ecgnet.arch import MAX_BLOCKS_PER_STAGE, MIN_BLOCKS_PER_STAGE, ArchConfig, ArchConfigError
 from ecgnet.data.labels import DEFAULT_CLASS_SET
@@ -26,6 +36,7 @@ __all__ = [
     "SAMPLER_SETTINGS",
     "DataModel",
     "DefinitionModel",
+    "EarlyStoppingModel",
     "ObjectiveModel",
     "SamplerModel",
     "SpaceModel",
@@ -238,6 +249,23 @@ class DataModel(BaseModel):
         return fold
 
 
+def _increasing(rungs: list[int]) -> list[int]:
+    for before, after in itertools.pairwise(rungs):
+        if after <= before:
+            raise ValueError(f"rungs must increase: {after} follows {before}")
+    return rungs
+
+
+class EarlyStoppingModel(BaseModel):
+    """``[early_stopping]``: compare trials at rung epochs and stop the dominated ones (MOASHA)."""
+
+    model_config = _CONFIG
+    rungs: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1), AfterValidator(_increasing)]
+    eta: Annotated[int, Field(ge=2)] = 3
+    min_trials: Annotated[int, Field(ge=1)] = 4
+    protect_thesis: bool = True
+
+
 def _thesis_name(name: str) -> str:
     if name not in thesis_experiments():
         raise ValueError(f"{name!r} is not a thesis experiment (E1..E18)")
@@ -259,6 +287,19 @@ class DefinitionModel(BaseModel):
     space: SpaceModel
     training: TrainingModel = Field(default_factory=TrainingModel)
     data: DataModel = Field(default_factory=DataModel)
+    early_stopping: EarlyStoppingModel | None = None
+
+    @model_validator(mode="after")
+    def _rungs_inside_the_budget(self) -> DefinitionModel:
+        if self.early_stopping is None:
+            return self
+        if self.training.max_steps is not None:
+            raise ValueError("early_stopping.rungs are epochs: give [training] epochs, not max_steps")
+        last = self.early_stopping.rungs[-1]
+        if last >= self.training.epochs:
+            raise ValueError(f"early_stopping.rungs: rung {last} is not before the last epoch "
+                             f"(training.epochs = {self.training.epochs})")  # fmt: skip
+        return self
 
 
 def describe(exc: ValidationError, root: type[BaseModel], where: tuple[str | int, ...] = ()) -> str:

@@ -18,7 +18,17 @@ from __future__ import annotations
 import dataclasses
 import math
 
-__all__ = ["RungDecision", "crowding_distances", "nondominated_fronts", "rung_decision"]
+__all__ = ["EarlyStopping", "RungDecision", "crowding_distances", "nondominated_fronts", "rung_decision"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """A definition's ``[early_stopping]``: the rung epochs, eta, min_trials, and whether E1-E18 are spared."""
+
+    rungs: tuple[int, ...]
+    eta: int = 3
+    min_trials: int = 4
+    protect_thesis: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,9 @@ from optuna.trial import TrialState
 from ecgnet.metric_names import HEADLINE_METRICS
 from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, train_and_evaluate
 from ecgnet.size import describe_size
+from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
+from ecgsearch.early_stopping import rung_decision
 from ecgsearch.optuna_internals import trials_just_read
 from ecgsearch.study import THESIS_ATTR, WORKER_ID, SearchContext
 
@@ -34,6 +36,8 @@ EventCallback = Callable[[dict[str, Any]], None]
 # What an untrained (infeasible) trial reports: chance level, ignored by the samplers.
 UNTRAINED = {f"val_{name}": 0.5 if name.endswith("auroc") else 0.0 for name in HEADLINE_METRICS}
 DUPLICATE_POLL_SECONDS = 2.0
+# A trial's objectives at a rung epoch under [early_stopping]: user attribute "rung_<epoch>".
+RUNG_ATTR_PREFIX = "rung_"
 ARTIFACT_FILES = ("model.pt", "model.json")
 
 
@@ -88,6 +92,8 @@ class TrialObjective:
             values = self._run(trial)
             self._stop_if_interrupted()
             return values
+        except optuna.TrialPruned:
+            raise  # stopped at a rung: PRUNED, not failed (its record is set where it stopped)
         except BaseException as exc:
             # KeyboardInterrupt covers the worker's SIGTERM: the trial fails and is retried.
             reason = "worker terminated (SIGTERM)" if isinstance(exc, KeyboardInterrupt) else repr(exc)
@@ -127,6 +133,13 @@ class TrialObjective:
                 return self._values({**figures, **UNTRAINED})
 
         repeated = self._wait_for_duplicate(trial, key)
+        if repeated is not None and repeated.state == TrialState.PRUNED:
+            # A network stopped at a rung is not trained again, and never passes for a finished one.
+            reason = f"repeats trial {repeated.number}, which was stopped early"
+            trial.set_user_attr("stopped", {"repeats_stopped_trial": repeated.number, "reason": reason})
+            trial.set_user_attr("trained", False)
+            self.on_event({"event": "trial_end", **event, "outcome": "stopped (repeat)"})
+            raise optuna.TrialPruned(reason)
         if repeated is not None:
             for name, value in repeated.user_attrs.items():
                 if name in ("val_micro_auroc", "test_micro_auroc", "result", "artifacts", "history"):
@@ -137,7 +150,14 @@ class TrialObjective:
                            "values": tuple(repeated.values)})  # fmt: skip
             return tuple(repeated.values)
 
-        outcome = self._train(trial, arch)
+        outcome = self._train(trial, arch, should_stop=self._rung_check(trial, figures))
+        if outcome.result.stopped_early:
+            epochs = len(outcome.result.history)
+            trial.set_user_attr("stopped", {"rung": epochs, "epochs_trained": epochs,
+                                            "reason": outcome.result.stopped_early})  # fmt: skip
+            trial.set_user_attr("trained", False)
+            self.on_event({"event": "trial_end", **event, "outcome": f"stopped at rung {epochs}"})
+            raise optuna.TrialPruned(outcome.result.stopped_early)
         val, test = outcome.result.val_metrics, outcome.test_metrics
         trial.set_user_attr("val_micro_auroc", val["micro_auroc"])
         trial.set_user_attr("test_micro_auroc", test["micro_auroc"])
@@ -172,7 +192,8 @@ class TrialObjective:
             first_look = False
             same = [t for t in trials if t.user_attrs.get("identity", {}).get("config_key") == key
                     and t.number != trial.number]  # fmt: skip
-            done = [t for t in same if t.state == TrialState.COMPLETE and t.user_attrs.get("trained")]
+            done = [t for t in same if (t.state == TrialState.COMPLETE and t.user_attrs.get("trained"))
+                    or t.state == TrialState.PRUNED]  # fmt: skip
             if done:
                 return min(done, key=lambda t: t.number)
             running = [t for t in same if t.state == TrialState.RUNNING and (t.datetime_start, t.number) < mine]
@@ -184,7 +205,45 @@ class TrialObjective:
             # waiting too: fail it here once its heartbeat is stale (its retry is enqueued).
             optuna.storages.fail_stale_trials(study)
 
-    def _train(self, trial: optuna.Trial, arch, *, training: TrainConfig | None = None) -> RunOutcome:
+    def _rung_check(self, trial: optuna.Trial, figures: dict[str, float]) -> StopHook | None:
+        """The trainer's stop hook under ``[early_stopping]``: record this trial at each rung, then rank it.
+
+        Every trial records its objectives at a rung (user attribute ``rung_<epoch>``), protected
+        thesis trials too, so that they count in others' rankings; only unprotected ones stop.
+        The ranking reads every trial's record afresh (running, finished and stopped ones; not
+        failed attempts, whose retries record their own).
+        """
+        settings = self.context.definition.early_stopping
+        if settings is None:
+            return None
+        objectives = self.context.definition.objectives
+        directions = tuple(o.direction for o in objectives)
+        protected = settings.protect_thesis and trial.user_attrs.get(THESIS_ATTR) is not None
+
+        def check(entry: dict[str, Any]) -> str | None:
+            epoch = entry["epoch"]
+            if epoch not in settings.rungs:
+                return None
+            point = [float(entry[o.metric.removeprefix("val_")] if o.metric.startswith("val_") else figures[o.metric])
+                     for o in objectives]  # fmt: skip
+            if not all(math.isfinite(v) for v in point):
+                return None
+            key = f"{RUNG_ATTR_PREFIX}{epoch}"
+            trial.set_user_attr(key, point)
+            if protected:
+                return None
+            recorded = {t.number: tuple(t.user_attrs[key]) for t in trials_just_read(trial.study, fresh=True)
+                        if key in t.user_attrs and t.state != TrialState.FAIL}  # fmt: skip
+            recorded[trial.number] = tuple(point)
+            decision = rung_decision(trial.number, recorded, directions, eta=settings.eta,
+                                     min_trials=settings.min_trials)  # fmt: skip
+            return None if decision.proceed else f"stopped at rung {epoch}: {decision.reason}"
+
+        return check
+
+    def _train(
+        self, trial: optuna.Trial, arch, *, training: TrainConfig | None = None, should_stop: StopHook | None = None
+    ) -> RunOutcome:
         log_path = self.context.workspace.logs / f"{self.context.study_name}-trial-{trial.number}.log"
         trial.set_user_attr("log", str(log_path))
         history: list[dict[str, Any]] = []
@@ -202,12 +261,14 @@ class TrialObjective:
                     log.flush()
                 self.on_event({**event, "trial": trial.number})
 
-            outcome = self._train_run(arch, training or self.context.definition.training, on_progress)
+            outcome = self._train_run(arch, training or self.context.definition.training, on_progress, should_stop)
             log.write(f"done in {outcome.result.seconds:.1f} s\n")
         return outcome
 
-    def _train_run(self, arch, training: TrainConfig, progress: Callable[[dict[str, Any]], None]) -> RunOutcome:
-        return train_and_evaluate(arch, self.data, training, progress=progress)
+    def _train_run(
+        self, arch, training: TrainConfig, progress: Callable[[dict[str, Any]], None], should_stop: StopHook | None
+    ) -> RunOutcome:
+        return train_and_evaluate(arch, self.data, training, progress=progress, should_stop=should_stop)
 
     def _upload(self, trial: optuna.Trial, outcome) -> None:
         with tempfile.TemporaryDirectory() as tmp:

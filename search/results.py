@@ -119,21 +119,24 @@ def pareto_rows(study: optuna.Study, seeds: dict[int, dict] | None = None) -> li
 
 
 def repeat_counts(study: optuna.Study) -> dict[str, int]:
-    """Complete trials, those that repeat an earlier network (result reused), and proposals made new."""
+    """Complete trials, those that repeat an earlier network (result reused), proposals made new, stopped trials."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     return {
         "complete": len(complete),
         "repeats": sum("repeats_trial" in t.user_attrs for t in complete),
         "changed_proposals": sum(PROPOSAL_ATTR in t.user_attrs for t in trials),
+        "stopped": sum(t.state == TrialState.PRUNED for t in trials),
     }
 
 
 def repeats_line(study: optuna.Study) -> str:
     """One sentence on repeats, for run, pareto and the report."""
     counts = repeat_counts(study)
+    stopped = f"; {counts['stopped']} trials were stopped early at a rung" if counts["stopped"] else ""
     return (f"{counts['repeats']} of {counts['complete']} complete trials repeat an earlier network (its result is "
-            f"reused); {counts['changed_proposals']} repeated proposals were changed into unseen networks")  # fmt: skip
+            f"reused); {counts['changed_proposals']} repeated proposals were changed into unseen networks"
+            f"{stopped}")  # fmt: skip
 
 
 def best_trial(study: optuna.Study, max_mb: float | None = None, metric: str = "val_micro_auroc") -> FrozenTrial:

@@ -1,12 +1,21 @@
-"""The rung decision of multi-objective successive halving, worked by hand (issue 11 groundwork)."""
+"""Early stopping in a multi-objective study: the rung decision by hand, a study that stops trials, samplers."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+import optuna
 import pytest
+from optuna.trial import TrialState
+from search_helpers import ECGSEARCH, TINY, environment, load, run, unique_name
 
+from ecgsearch.definition import DefinitionError, load_definition
 from ecgsearch.early_stopping import crowding_distances, nondominated_fronts, rung_decision
+from ecgsearch.proposals import UnseenProposalSampler
+from ecgsearch.results import repeats_line
+from ecgsearch.study import create_sampler
 
 AUROC_MB = ("maximize", "minimize")
 
@@ -53,3 +62,91 @@ def test_the_rule_takes_any_number_of_objectives() -> None:
     assert [n for n in figures if rung_decision(n, figures, directions, eta=2, min_trials=1).proceed] == [1, 3]
     with pytest.raises(KeyError, match="trial 9 has no figures"):
         rung_decision(9, figures, directions, eta=2, min_trials=1)
+
+
+def stopping_definition(tmp_path: Path) -> Path:
+    """The tiny study, 3 epochs, compared at epoch 1: the best half of the trials there go on."""
+    text = TINY.read_text().replace("epochs = 1", "epochs = 3")
+    text += "\n[early_stopping]\nrungs = [1]\neta = 2\nmin_trials = 2\n"
+    path = tmp_path / "stopping.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_study_stops_trials_at_the_rung_and_keeps_them_off_the_front(tmp_path: Path) -> None:
+    workspace, name = tmp_path / "ws", unique_name("asha")
+    url = f"sqlite:///{workspace / 'study.db'}"
+    cmd = [*ECGSEARCH, "worker", "--study-def", str(stopping_definition(tmp_path)), "--study-name", name,
+           "--trials", "7", "--workspace", str(workspace)]  # fmt: skip
+    result = run(cmd, environment(None))
+    assert result.returncode == 0, result.stderr + result.stdout
+    trials = load(url, name).get_trials()
+    states = {t.number: t.state for t in trials}
+    assert set(states.values()) <= {TrialState.COMPLETE, TrialState.PRUNED} and len(trials) == 7
+    stopped = [t for t in trials if t.state == TrialState.PRUNED]
+    assert stopped, "no trial was stopped at the rung"
+    for t in trials:
+        if t.user_attrs.get("thesis_experiment"):  # protected: E1-E18 always run the full budget
+            assert t.state == TrialState.COMPLETE and len(t.user_attrs["history"]) == 3
+    for t in stopped:
+        assert t.user_attrs["stopped"]["rung"] == 1 and len(t.user_attrs["history"]) == 1
+        assert t.user_attrs["stopped"]["reason"].startswith("stopped at rung 1: ranked ")
+        assert "artifacts" not in t.user_attrs and t.user_attrs["trained"] is False
+    # One worker runs trials in order: each decision can be recomputed from the records before it.
+    directions = ("maximize", "minimize")
+    for t in trials:
+        if "rung_1" not in t.user_attrs or t.user_attrs.get("thesis_experiment"):
+            continue
+        before = {o.number: tuple(o.user_attrs["rung_1"]) for o in trials
+                  if o.number <= t.number and "rung_1" in o.user_attrs}  # fmt: skip
+        decision = rung_decision(t.number, before, directions, eta=2, min_trials=2)
+        assert decision.proceed == (t.state == TrialState.COMPLETE), (t.number, decision)
+    front = run([*ECGSEARCH, "pareto", "--study-name", name, "--workspace", str(workspace), "--json"],
+                environment(None))  # fmt: skip
+    assert front.returncode == 0, front.stderr
+    assert not {row["trial"] for row in json.loads(front.stdout)} & {t.number for t in stopped}
+    assert "stopped at rung 1" in result.stdout
+    assert f"{len(stopped)} trials were stopped early at a rung" in repeats_line(load(url, name))
+
+    # A stopped network proposed again is not trained again: it is stopped as a repeat.
+    load(url, name).enqueue_trial(stopped[0].params)
+    again = run([*cmd[:-4], "--trials", "8", "--raise-total", *cmd[-2:]], environment(None))
+    assert again.returncode == 0, again.stderr + again.stdout
+    repeat = load(url, name).get_trials()[-1]
+    assert repeat.state == TrialState.PRUNED and "history" not in repeat.user_attrs
+    assert repeat.user_attrs["stopped"]["repeats_stopped_trial"] == stopped[0].number
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp", "random"])
+def test_samplers_keep_proposing_with_stopped_trials_in_the_study(sampler: str) -> None:
+    definition = load_definition(TINY)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.sampler = UnseenProposalSampler(create_sampler(definition, sampler, 0), definition.space, 0)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        params = definition.space.suggest(trial)
+        if trial.number % 3 == 1:
+            raise optuna.TrialPruned("stopped at rung 1")
+        return params["width_multiplier"], float(sum(params[f"blocks_{i}"] for i in range(1, 5)))
+
+    study.optimize(objective, n_trials=12)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.PRUNED) == 4 and states.count(TrialState.COMPLETE) == 8
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) >= 10  # still exploring
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("rungs = [3]", "early_stopping.rungs: rung 3 is not before the last epoch (training.epochs = 3)"),
+        ("rungs = [2, 1]", "early_stopping.rungs: rungs must increase: 1 follows 2"),
+        ("rungs = [1]\neta = 1", "early_stopping.eta: must be greater than or equal to 2"),
+        ("rungs = [1]\nrung = 2", "early_stopping.rung: unknown key; allowed keys: rungs, eta, min_trials"),
+    ],
+)
+def test_a_bad_early_stopping_section_is_refused_naming_the_problem(section: str, message: str, tmp_path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY.read_text().replace("epochs = 1", "epochs = 3") + f"\n[early_stopping]\n{section}\n")
+    with pytest.raises(DefinitionError) as refused:
+        load_definition(path)
+    assert str(path) in str(refused.value) and message in str(refused.value)

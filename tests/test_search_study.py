@@ -167,13 +167,13 @@ def test_a_sigterm_whose_exception_is_swallowed_still_fails_the_trial(tmp_path: 
     from ecgsearch.worker import run_worker
 
     class SwallowingObjective(TrialObjective):
-        def _train(self, trial, arch):
+        def _train(self, trial, arch, **options):
             try:
                 os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here and raises ...
                 time.sleep(1)
             except KeyboardInterrupt:
                 pass  # ... and the exception is lost, as in a garbage-collection callback
-            return super()._train(trial, arch)
+            return super()._train(trial, arch, **options)
 
     name = unique_name("swallow")
     context = SearchContext.prepare(load_definition(TINY), Workspace(tmp_path), f"sqlite:///{tmp_path / 'study.db'}",
