@@ -133,6 +133,8 @@ class TrialObjective:
                 return self._values({**figures, **UNTRAINED})
 
         repeated = self._wait_for_duplicate(trial, key)
+        if repeated is not None and repeated.state == TrialState.PRUNED and self._protected(trial):
+            repeated = None  # E1-E18 run their full budget, whatever was stopped before
         if repeated is not None and repeated.state == TrialState.PRUNED:
             # A network stopped at a rung is not trained again, and never passes for a finished one.
             reason = f"repeats trial {repeated.number}, which was stopped early"
@@ -175,7 +177,7 @@ class TrialObjective:
         return values
 
     def _wait_for_duplicate(self, trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
-        """A finished trial with the same key, waiting while one that started earlier still runs.
+        """A finished (else a stopped) trial with the same key, waiting while an earlier one still runs.
 
         Start time, not trial number, decides who trains: a retry keeps the number it was given
         when enqueued, so it can start after a higher-numbered trial that proposed the same
@@ -192,8 +194,9 @@ class TrialObjective:
             first_look = False
             same = [t for t in trials if t.user_attrs.get("identity", {}).get("config_key") == key
                     and t.number != trial.number]  # fmt: skip
-            done = [t for t in same if (t.state == TrialState.COMPLETE and t.user_attrs.get("trained"))
-                    or t.state == TrialState.PRUNED]  # fmt: skip
+            # A finished network's result first; else one stopped at a rung (not trained again).
+            done = [t for t in same if t.state == TrialState.COMPLETE and t.user_attrs.get("trained")]
+            done = done or [t for t in same if t.state == TrialState.PRUNED]
             if done:
                 return min(done, key=lambda t: t.number)
             running = [t for t in same if t.state == TrialState.RUNNING and (t.datetime_start, t.number) < mine]
@@ -204,6 +207,11 @@ class TrialObjective:
             # The trial waited for may belong to a dead worker, and every other worker may be
             # waiting too: fail it here once its heartbeat is stale (its retry is enqueued).
             optuna.storages.fail_stale_trials(study)
+
+    def _protected(self, trial: optuna.Trial) -> bool:
+        """Whether ``[early_stopping]`` spares this trial (a thesis configuration, by default)."""
+        settings = self.context.definition.early_stopping
+        return settings is not None and settings.protect_thesis and trial.user_attrs.get(THESIS_ATTR) is not None
 
     def _rung_check(self, trial: optuna.Trial, figures: dict[str, float]) -> StopHook | None:
         """The trainer's stop hook under ``[early_stopping]``: record this trial at each rung, then rank it.
@@ -218,7 +226,7 @@ class TrialObjective:
             return None
         objectives = self.context.definition.objectives
         directions = tuple(o.direction for o in objectives)
-        protected = settings.protect_thesis and trial.user_attrs.get(THESIS_ATTR) is not None
+        protected = self._protected(trial)
 
         def check(entry: dict[str, Any]) -> str | None:
             epoch = entry["epoch"]
