@@ -21,6 +21,7 @@ from ecgsearch.results import (
     pareto_rows,
     repeats_line,
     seed_table,
+    spread_text,
     study_classes,
     study_space,
     trial_row,
@@ -87,8 +88,10 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
     directions = [d.name.lower() for d in study.directions]
     seeds = seed_table(study)
     space, classes = study_space(study), study_classes(study)
-    rows = [trial_row(t, space, classes, metric_names=metric_names, seeds=seeds) for t in _feasible_trained(study)]
-    front = pareto_rows(study, seeds)
+    # No MACs: the report shows none, and each costs a traced forward pass.
+    rows = [trial_row(t, space, classes, metric_names=metric_names, seeds=seeds, macs=False)
+            for t in _feasible_trained(study)]  # fmt: skip
+    front = pareto_rows(study, seeds, macs=False)
     searched = [r for r in rows if r["thesis"] is None]
     figures = {r["trial"]: _objective_figures(r, metric_names) for r in rows}
     thesis = {}
@@ -126,17 +129,6 @@ def _axes(metric_names: list[str], directions: list[str]) -> tuple[str, str]:
     y = next((m for m, d in zip(metric_names, directions, strict=True) if d == "maximize"), metric_names[0])
     x = next((m for m, d in zip(metric_names, directions, strict=True) if d == "minimize"), metric_names[-1])
     return x, y
-
-
-def _mean_sd(row: dict[str, Any] | None, metric: str) -> str:
-    """``0.8123 ± 0.0210 (3)`` over seeds, the single value when there is one seed, ``-`` when none."""
-    if row is None:
-        return "-"
-    spread = row["seeds"]["val"].get(metric.removeprefix("val_")) if row["seeds"]["count"] > 1 else None
-    if spread:
-        return f"{spread['mean']:.4f} ± {spread['sd']:.4f} ({spread['n']})"
-    value = row.get(metric)
-    return "-" if value is None else f"{value:.4f}"
 
 
 def _scatter(data: dict[str, Any]) -> go.Figure:
@@ -182,7 +174,7 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
                    + "<th>val µAUROC (mean ± sd, seeds)</th><th>val µAUPRC (mean ± sd, seeds)</th></tr>"]  # fmt: skip
     for r in front:
         cells = [str(r["trial"]), r["thesis"] or "", *(f"{r['objectives'][m]:.4g}" for m in names),
-                 _mean_sd(r, "val_micro_auroc"), _mean_sd(r, "val_micro_auprc")]  # fmt: skip
+                 *(spread_text(r, m, count=True) for m in ("val_micro_auroc", "val_micro_auprc"))]  # fmt: skip
         front_table.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
 
     table = ["<tr><th>exp</th><th>MB here</th><th>MB thesis</th><th>val µAUROC here</th><th>test µAUROC here</th>"
@@ -192,10 +184,10 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
     for name, entry in data["thesis"].items():
         m, ref = entry["measured"], entry["reference"]
         cells = [name, f"{m['size_mb']:.3f}" if m else "-", f"{ref.model_size_mb:.2f}",
-                 _mean_sd(m, "val_micro_auroc") if m else "not run",
+                 spread_text(m, "val_micro_auroc", count=True) if m else "not run",
                  f"{m['test_micro_auroc']:.4f}" if m and m["test_micro_auroc"] is not None else "-",
-                 f"{ref.micro_auroc:.2f}", _mean_sd(m, "val_micro_auprc"), f"{ref.micro_auprc:.2f}",
-                 _mean_sd(m, "val_macro_auprc"), f"{ref.macro_auprc:.2f}",
+                 f"{ref.micro_auroc:.2f}", spread_text(m, "val_micro_auprc", count=True), f"{ref.micro_auprc:.2f}",
+                 spread_text(m, "val_macro_auprc", count=True), f"{ref.macro_auprc:.2f}",
                  ", ".join(map(str, entry["dominated_by"])) or "-",
                  ", ".join(map(str, entry["robustly_dominated_by"])) or "-"]  # fmt: skip
         table.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")

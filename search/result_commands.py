@@ -19,7 +19,7 @@ from ecgnet.runner import export_outcome, train_seeds
 from ecgsearch.definition import StudyDefinition, parse_definition
 from ecgsearch.errors import UserError
 from ecgsearch.optuna_internals import count_trials, trial_by_number
-from ecgsearch.results import SHOWN_METRICS, best_trial, export_trial, pareto_rows, repeats_line
+from ecgsearch.results import SHOWN_METRICS, best_trial, export_trial, pareto_rows, repeats_line, spread_text
 from ecgsearch.run_commands import quiet_optuna
 from ecgsearch.storage import StorageSettings, open_storage, redact, resolve_storage_url
 from ecgsearch.workspace import Workspace
@@ -59,20 +59,12 @@ def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bo
         table.add_column(header, justify="left" if header == "thesis" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
-            str(r["trial"]), r["thesis"] or "", *(_with_spread(r, metric) for metric in shown),
+            str(r["trial"]), r["thesis"] or "", *(spread_text(r, metric) for metric in shown),
             *(_fmt(r["objectives"].get(m)) for m in extra), _fmt(r["test_micro_auroc"]),
             f"{r['size_mb']:.3f}", f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}", str(r["seeds"]["count"]),
         )  # fmt: skip
     console.print(table)
     console.print(repeats_line(study), highlight=False)
-
-
-def _with_spread(row: dict, metric: str) -> str:
-    """The trial's figure, or mean ± sd when its network ran with several seeds."""
-    spread = row["seeds"]["val"].get(metric.removeprefix("val_")) if row["seeds"]["count"] > 1 else None
-    if spread is None:
-        return _fmt(row[metric])
-    return f"{spread['mean']:.4f} ± {spread['sd']:.4f}"
 
 
 def _fmt(value: float | None) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "repeats_line",
     "seed_summary",
     "seed_table",
+    "spread_text",
     "trial_row",
 ]
 
@@ -52,8 +53,9 @@ def trial_row(
     *,
     metric_names: list[str] | None = None,
     seeds: dict[int, dict] | None = None,
+    macs: bool = True,
 ) -> dict[str, Any]:
-    """One trial as the pareto table and report show it (MACs counted on demand).
+    """One trial as the pareto table and report show it (MACs, a traced forward pass, only when asked).
 
     ``seeds``: the runs of the trial's network per seed (``seed_table``), summarised as mean and
     sd over seeds; ``metric_names``: the study's, naming the trial's values in ``objectives``.
@@ -70,7 +72,7 @@ def trial_row(
         "test_micro_auprc": result.get("test", {}).get("micro_auprc"),
         "size_mb": attrs.get("size_mb"),
         "params": attrs.get("identity", {}).get("params"),
-        "macs": describe_size(space.arch_of(trial.params, num_classes=num_classes), macs=True).macs,
+        "macs": describe_size(space.arch_of(trial.params, num_classes=num_classes), macs=True).macs if macs else None,
         "repeats_trial": attrs.get("repeats_trial"),
         "values": values,
         "objectives": dict(zip(metric_names, values, strict=False)) if metric_names else {},
@@ -111,11 +113,26 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(front, key=lambda t: (t.user_attrs.get("size_mb") or 0, t.number))
 
 
-def pareto_rows(study: optuna.Study, seeds: dict[int, dict] | None = None) -> list[dict[str, Any]]:
+def pareto_rows(
+    study: optuna.Study, seeds: dict[int, dict] | None = None, *, macs: bool = True
+) -> list[dict[str, Any]]:
     """The rows of the Pareto front (``front_trials``), with seed summaries."""
     seeds = seed_table(study) if seeds is None else seeds
     space, classes = study_space(study), study_classes(study)
-    return [trial_row(t, space, classes, metric_names=study.metric_names, seeds=seeds) for t in front_trials(study)]
+    return [trial_row(t, space, classes, metric_names=study.metric_names, seeds=seeds, macs=macs)
+            for t in front_trials(study)]  # fmt: skip
+
+
+def spread_text(row: dict[str, Any] | None, metric: str, *, count: bool = False) -> str:
+    """A row's validation ``metric``: ``mean ± sd`` over seeds when it has several (`` (n)`` with
+    ``count``), else the trial's own value; ``-`` when there is none."""
+    if row is None:
+        return "-"
+    spread = row["seeds"]["val"].get(metric.removeprefix("val_")) if row["seeds"]["count"] > 1 else None
+    if spread:
+        return f"{spread['mean']:.4f} ± {spread['sd']:.4f}" + (f" ({spread['n']})" if count else "")
+    value = row.get(metric)
+    return "-" if value is None else f"{value:.4f}"
 
 
 def repeat_counts(study: optuna.Study) -> dict[str, int]:

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from search_helpers import environment, load, run, unique_name, worker_command
 
 from ecgsearch.cli import main
+from ecgsearch.results import seed_summary, seed_table
 from ecgsearch.seeds import SeedSummary, dominates, robustly_dominates
 
 NAMES = ["val_micro_auroc", "size_mb"]
@@ -96,6 +97,10 @@ def test_confirm_adds_seeds_that_pareto_and_report_show(study: dict, tmp_path: P
     rows = {row["trial"]: row for row in json.loads(out)}
     seed_values = [e18.user_attrs["val_micro_auroc"], runs[0].user_attrs["result"]["val"]["micro_auroc"]]
     assert seed_values[0] != seed_values[1]  # another seed, another result
+    # E18 may or may not be on the front: its spread is checked whether pareto lists it or not.
+    e18_spread = seed_summary(seed_table(load(url, name))[e18.number])
+    assert e18_spread["seeds"] == [0, 1]
+    assert e18_spread["val"]["micro_auroc"]["sd"] == pytest.approx(statistics.stdev(seed_values))
     for number in (e18.number, repeat.number):
         if number in rows:
             spread = rows[number]["seeds"]["val"]["micro_auroc"]
