@@ -108,8 +108,11 @@ def confirm(
     )
     code = 0
     if run_here:
-        waiting = sum(t.state == TrialState.WAITING for t in confirmation.get_trials(deepcopy=False))
-        display = LiveDisplay(console, waiting, 0)
+        # Running ones too: one of a dead worker is retried here once its heartbeat is stale.
+        pending = sum(
+            t.state in (TrialState.WAITING, TrialState.RUNNING) for t in confirmation.get_trials(deepcopy=False)
+        )
+        display = LiveDisplay(console, pending, 0)
         with display.progress:
             report = run_worker(context, study=confirmation, on_event=display)
         if report.systematic_failure is not None:
