@@ -1,14 +1,12 @@
 """The study report: Pareto front with E1-E18 marked, seed spread, hypervolume, thesis comparison.
 
-Hypervolume is computed on (AUROC, log10 MB) with the reference point AUROC 0.5, 64 MB: the
-area of the (AUROC, log-size) plane that the front dominates and the reference point bounds.
-The same definition serves the report and the search benchmark (``hypervolume``).
+Hypervolume is ``ecgsearch.hypervolume``'s, on (AUROC, log10 MB); under early stopping the report
+also plots it against cumulative training epochs (``ecgsearch.training_cost``).
 """
 
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,8 @@ import optuna
 import plotly.graph_objects as go
 
 from ecgnet.thesis import thesis_experiments
+from ecgsearch.hypervolume import REFERENCE_AUROC, REFERENCE_MB, hypervolume
+from ecgsearch.objective import RUNG_ATTR_PREFIX
 from ecgsearch.results import (
     feasible_trained,
     pareto_rows,
@@ -27,29 +27,9 @@ from ecgsearch.results import (
     trial_row,
 )
 from ecgsearch.seeds import SeedSummary, dominates, robustly_dominates
+from ecgsearch.training_cost import hypervolume_by_epochs, training_cost
 
-__all__ = ["REFERENCE_AUROC", "REFERENCE_MB", "hypervolume", "hypervolume_history", "report_data", "write_report"]
-
-REFERENCE_AUROC = 0.5
-REFERENCE_MB = 64.0
-
-
-def hypervolume(points: list[tuple[float, float]]) -> float:
-    """Area dominated by (AUROC, MB) points in the (AUROC up, log10 MB down) plane, to the reference."""
-    # Minimisation form: x = -AUROC, y = log10 MB; keep points that beat the reference in both.
-    reference = (-REFERENCE_AUROC, math.log10(REFERENCE_MB))
-    kept = sorted((-a, math.log10(mb)) for a, mb in points if a > REFERENCE_AUROC and mb < REFERENCE_MB)
-    return _sweep(kept, reference)
-
-
-def _sweep(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
-    """2-D hypervolume of minimisation points: sweep along x, keeping the running minimum of y."""
-    area, best_y = 0.0, reference[1]
-    for i, (x, y) in enumerate(points):
-        best_y = min(best_y, y)
-        next_x = points[i + 1][0] if i + 1 < len(points) else reference[0]
-        area += (next_x - x) * (reference[1] - best_y)
-    return area
+__all__ = ["hypervolume_history", "report_data", "write_report"]
 
 
 def _feasible_trained(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -121,7 +101,22 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
             "all": hypervolume([(r["val_micro_auroc"], r["size_mb"]) for r in rows]),
         },
         "hypervolume_history": hypervolume_history(study),
+        "hypervolume_by_epochs": hypervolume_by_epochs(study.get_trials(deepcopy=False)),
+        "cost": training_cost(study),
+        "stopped": stopped_points(study, metric_names),
     }
+
+
+def stopped_points(study: optuna.Study, metric_names: list[str]) -> list[dict[str, Any]]:
+    """Trials stopped at a rung: their objectives at the last rung they reached (never a final figure)."""
+    points = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
+        rung = trial.user_attrs.get("stopped", {}).get("rung")
+        figures = trial.user_attrs.get(f"{RUNG_ATTR_PREFIX}{rung}")
+        if rung is not None and figures is not None:
+            objectives = dict(zip(metric_names, figures, strict=True))
+            points.append({"trial": trial.number, "rung": rung, "objectives": objectives})
+    return points
 
 
 def _axes(metric_names: list[str], directions: list[str]) -> tuple[str, str]:
@@ -141,6 +136,13 @@ def _scatter(data: dict[str, Any]) -> go.Figure:
     figure.add_trace(go.Scatter(x=[r["objectives"][x] for r in front], y=[r["objectives"][y] for r in front],
                                 mode="lines+markers", name="Pareto front", line={"shape": "hv"}, marker={"size": 9},
                                 text=[f"trial {r['trial']}" for r in front]))  # fmt: skip
+    stopped = data["stopped"]
+    if stopped:
+        figure.add_trace(go.Scatter(x=[p["objectives"][x] for p in stopped], y=[p["objectives"][y] for p in stopped],
+                                    mode="markers", name="stopped early (figures at its rung)",
+                                    marker={"color": "gainsboro", "symbol": "circle-open", "size": 7},
+                                    text=[f"trial {p['trial']}, stopped at epoch {p['rung']}"
+                                          for p in stopped]))  # fmt: skip
     thesis_rows = [r for r in rows if r["thesis"]]
     figure.add_trace(go.Scatter(x=[r["objectives"][x] for r in thesis_rows],
                                 y=[r["objectives"][y] for r in thesis_rows], mode="markers+text",
@@ -169,6 +171,12 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
     hv = go.Figure(go.Scatter(x=[n for n, _ in history], y=[v for _, v in history], mode="lines+markers"))
     hv.update_layout(title=f"Hypervolume on (AUROC, log10 MB), reference AUROC {REFERENCE_AUROC}, {REFERENCE_MB:g} MB",
                      xaxis_title="trial number", yaxis_title="hypervolume")  # fmt: skip
+    by_epochs = data["hypervolume_by_epochs"]
+    cost_plot = go.Figure(go.Scatter(x=[e for e, _ in by_epochs], y=[v for _, v in by_epochs], mode="lines+markers"))
+    cost_plot.update_layout(title="Hypervolume against cumulative training epochs (the cost of the search)",
+                            xaxis_title="training epochs spent (all trials, in order of finishing)",
+                            yaxis_title="hypervolume")  # fmt: skip
+    cost = data["cost"]
     names = data["metric_names"]
     front_table = ["<tr><th>trial</th><th>thesis</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in names)
                    + "<th>val µAUROC (mean ± sd, seeds)</th><th>val µAUPRC (mean ± sd, seeds)</th></tr>"]  # fmt: skip
@@ -215,6 +223,12 @@ searched trials <b id="hv-searched">{volumes["searched"]:.4f}</b>, thesis config
 <h2>Pareto front (as <code>ecgsearch pareto</code> lists it)</h2>
 <table id="front">{"".join(front_table)}</table>
 {hv.to_html(full_html=False, include_plotlyjs=False)}
+<h2>Training cost</h2>
+<p>Training epochs spent: <b id="epochs-spent">{cost.epochs}</b>; the same trials at the full budget (every
+stopped trial trained to the end): <b id="epochs-full">{cost.full_budget_epochs}</b>
+({cost.ratio:.0%}). {cost.stopped} trials were stopped early; their figures at the rung are greyed in the
+plot above and never on the front.</p>
+{cost_plot.to_html(full_html=False, include_plotlyjs=False)}
 <h2>E1-E18 here and in the thesis (Table 4.1)</h2>
 <p>Sizes are comparable with the thesis's. AUROC and AUPRC are comparable only when this study trained
 on the thesis's data with its protocol; on synthetic data (the demo) only the sizes are comparable.

@@ -19,6 +19,7 @@ from ecgsearch.proposals import PROPOSAL_ATTR
 from ecgsearch.seeds import network_trial, seed_runs, summarize
 from ecgsearch.space import SearchSpace
 from ecgsearch.study import THESIS_ATTR
+from ecgsearch.training_cost import stopped_at_rungs
 
 __all__ = [
     "best_trial",
@@ -150,7 +151,12 @@ def repeat_counts(study: optuna.Study) -> dict[str, int]:
 def repeats_line(study: optuna.Study) -> str:
     """One sentence on repeats, for run, pareto and the report."""
     counts = repeat_counts(study)
-    stopped = f"; {counts['stopped']} trials were stopped early at a rung" if counts["stopped"] else ""
+    stopped = ""
+    if counts["stopped"]:
+        rungs = stopped_at_rungs(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+        where = ", ".join(f"{n} at epoch {rung}" if rung is not None else f"{n} as a repeat of a stopped network"
+                          for rung, n in rungs.items())  # fmt: skip
+        stopped = f"; {counts['stopped']} trials were stopped early ({where})"
     return (f"{counts['repeats']} of {counts['complete']} complete trials repeat an earlier network (its result is "
             f"reused); {counts['changed_proposals']} repeated proposals were changed into unseen networks"
             f"{stopped}")  # fmt: skip

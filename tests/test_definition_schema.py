@@ -131,7 +131,14 @@ def test_many_problems_make_a_few_lines(tmp_path: Path) -> None:
 
 def test_shipped_definitions_and_tiny_load_with_unchanged_fingerprints() -> None:
     fingerprints = {name: load_definition(name).fingerprint() for name in [*shipped_definitions(), str(TINY)]}
-    assert fingerprints == {"demo": "833cc0ef5f678137", "thesis": "32ac9115ea9cf651", str(TINY): "953b41099d99cf42"}
+    assert fingerprints == {"demo": "833cc0ef5f678137", "demo-long": "47d767155e8d58f5", "thesis": "e759a62f90577c34",
+                            str(TINY): "953b41099d99cf42"}  # fmt: skip
+    # demo-long is the demo trained longer, with early stopping: same data, space, objectives, thesis trials.
+    demo, long = load_definition("demo"), load_definition("demo-long")
+    assert dataclasses.replace(long.training, epochs=2) == demo.training and long.training.epochs == 9
+    assert (long.data, long.space, long.objectives, long.fixed_trials) == (demo.data, demo.space, demo.objectives,
+                                                                          demo.fixed_trials)  # fmt: skip
+    assert long.early_stopping.rungs == (1, 3) and load_definition("thesis").early_stopping.rungs == (3, 9)
     tiny = load_definition(TINY)
     assert tiny.sampler == {"name": "tpe", "n_startup_trials": 4} and tiny.default_trials == 6
     assert tiny.training == TrainConfig(epochs=1, batch_size=16, window=512)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -14,8 +15,10 @@ from search_helpers import ECGSEARCH, TINY, environment, load, run, unique_name
 from ecgsearch.definition import DefinitionError, load_definition
 from ecgsearch.early_stopping import crowding_distances, nondominated_fronts, rung_decision
 from ecgsearch.proposals import UnseenProposalSampler
+from ecgsearch.report import report_data, write_report
 from ecgsearch.results import repeats_line
 from ecgsearch.study import create_sampler
+from ecgsearch.training_cost import hypervolume_by_epochs, training_cost
 
 AUROC_MB = ("maximize", "minimize")
 
@@ -110,7 +113,7 @@ def test_a_study_stops_trials_at_the_rung_and_keeps_them_off_the_front(tmp_path:
     assert front.returncode == 0, front.stderr
     assert not {row["trial"] for row in json.loads(front.stdout)} & {t.number for t in stopped}
     assert "stopped at rung 1" in result.stdout
-    assert f"{len(stopped)} trials were stopped early at a rung" in repeats_line(load(url, name))
+    assert f"{len(stopped)} trials were stopped early ({len(stopped)} at epoch 1)" in repeats_line(load(url, name))
 
     # A stopped network proposed again is not trained again: it is stopped as a repeat.
     load(url, name).enqueue_trial(stopped[0].params)
@@ -119,6 +122,21 @@ def test_a_study_stops_trials_at_the_rung_and_keeps_them_off_the_front(tmp_path:
     repeat = load(url, name).get_trials()[-1]
     assert repeat.state == TrialState.PRUNED and "history" not in repeat.user_attrs
     assert repeat.user_attrs["stopped"]["repeats_stopped_trial"] == stopped[0].number
+    study = load(url, name)
+    assert f"({len(stopped)} at epoch 1, 1 as a repeat of a stopped network)" in repeats_line(study)
+
+    # The cost: 2 epochs per finished trial, 1 per stopped one, none for the stopped repeat; at the
+    # full budget each stopped trial would have trained its second epoch too.
+    spent = 2 * (len(trials) - len(stopped)) + len(stopped)
+    cost = training_cost(study)
+    assert (cost.epochs, cost.full_budget_epochs, cost.stopped) == (spent, spent + len(stopped), len(stopped) + 1)
+    curve = hypervolume_by_epochs(study.get_trials())
+    assert [e for e, _ in curve][-1] == spent and len(curve) == 7
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(curve))  # a hypervolume never shrinks
+    page = write_report(study, tmp_path / "report.html").read_text()
+    assert f'<b id="epochs-spent">{spent}</b>' in page and f'<b id="epochs-full">{spent + len(stopped)}</b>' in page
+    assert "stopped early (figures at its rung)" in page
+    assert {p["trial"] for p in report_data(study)["stopped"]} == {t.number for t in stopped}
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp", "random"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import time
@@ -27,18 +29,45 @@ pytestmark = pytest.mark.services
 SHORT_HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "3", "--max-retries", "1"]
 
 
-def test_two_workers_fill_one_study_to_exactly_its_trial_count(postgres_url: str, tmp_path: Path) -> None:
+def test_two_workers_fill_one_study_to_exactly_its_trial_count_and_keep_every_rung_record(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two workers under early stopping (3 epochs, rungs 1 and 2, eta 2): stopped trials count toward
+    the total, and every rung a trial reached is recorded with its figures, whatever the other did."""
     name = unique_name("pair")
+    definition = tmp_path / "pair.toml"
+    definition.write_text(TINY.read_text().replace("epochs = 1", "epochs = 3")
+                          + "\n[early_stopping]\nrungs = [1, 2]\neta = 2\nmin_trials = 2\n")  # fmt: skip
     env = environment(postgres_url)
-    workers = [subprocess.Popen(worker_command(tmp_path, name, 8), env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    command = [*worker_command(tmp_path, name, 8)]
+    command[command.index(str(TINY))] = str(definition)
+    workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]  # fmt: skip
     outputs = [w.communicate(timeout=600) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], [o[1][-2000:] for o in outputs]
     trials = load(postgres_url, name).get_trials()
-    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(trials) == 8 and {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     assert all("trial " in out for out, _ in outputs)  # both workers ran trials
+    assert len({t.user_attrs["identity"]["worker"] for t in trials}) == 2
     assert sorted(t.user_attrs.get("thesis_experiment", "") for t in trials).count("E18") == 1
     assert postgres_url.split(":")[2].split("@")[0] not in "".join(o + e for o, e in outputs)  # no password shown
+    for t in trials:
+        if "repeats_trial" in t.user_attrs or "repeats_stopped_trial" in t.user_attrs.get("stopped", {}):
+            continue
+        history = t.user_attrs["history"]
+        for rung in (1, 2):  # every rung the trial trained through has its record, with that epoch's figures
+            if len(history) >= rung:
+                assert t.user_attrs[f"rung_{rung}"] == [history[rung - 1]["micro_auroc"], t.user_attrs["size_mb"]]
+        if t.user_attrs.get("thesis_experiment"):
+            assert t.state == TrialState.COMPLETE and len(history) == 3  # protected
+        if t.state == TrialState.PRUNED:
+            rung = t.user_attrs["stopped"]["rung"]
+            assert len(history) == rung
+            # It ranked outside the best half of the records it read, all of which are still there.
+            ranked = re.search(r"ranked (\d+) of (\d+)", t.user_attrs["stopped"]["reason"])
+            position, reached = int(ranked[1]), int(ranked[2])
+            assert position > math.ceil(reached / 2) and 2 <= reached
+            assert reached <= sum(f"rung_{rung}" in o.user_attrs for o in trials)
 
 
 def _enqueue_after_barrier(barrier, url: str, workspace: str, name: str) -> None:

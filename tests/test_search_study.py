@@ -27,7 +27,7 @@ def sqlite_study(workspace: Path, name: str) -> optuna.Study:
 
 
 def test_shipped_definitions_load_and_express_every_thesis_config() -> None:
-    assert shipped_definitions() == ["demo", "thesis"]
+    assert shipped_definitions() == ["demo", "demo-long", "thesis"]
     for name in shipped_definitions():
         definition = load_definition(name)
         assert [o.metric for o in definition.objectives] == ["val_micro_auroc", "size_mb"]
@@ -289,7 +289,7 @@ def test_ecgsearch_run_with_no_arguments_works_on_sqlite_and_stops_cleanly(tmp_p
 
 
 def test_hypervolume_hand_worked_on_auroc_and_log_size() -> None:
-    from ecgsearch.report import hypervolume
+    from ecgsearch.hypervolume import hypervolume
 
     assert hypervolume([(0.75, 6.4)]) == pytest.approx(0.25 * 1.0)
     two = [(0.75, 6.4), (0.6, 0.64)]

@@ -1,0 +1,175 @@
+"""Early stopping benchmark: hypervolume against training epochs, full budget vs MOASHA, by replay.
+
+Training hundreds of studies is too slow on a laptop, so the studies replay real training:
+``bench/data/demo_long_replay.json`` holds every epoch's validation metrics of networks that
+``bench/make_replay_table.py`` trained to demo-long's full budget (9 epochs; E1-E18 and networks
+its sampler proposed). Each study here is the real study code (``open_study`` and
+``run_worker``: the definition's TPE sampler with its unseen-proposal wrapper, E1-E18 enqueued
+and protected, the duplicate check, the rung records and the early-stopping decision), on a
+SQLite file in a temporary directory, with the trainer replaced by a reader of that table:
+
+- a proposed network's size is its own (``describe_size``, as in any study);
+- its per-epoch validation figures are those of the table's nearest network (the same
+  parameters where the table has them, as E1-E18; otherwise the fewest, smallest differences).
+
+Per seed: a full-budget study of ``--trials`` configurations, then an early-stopping study with
+the same sampler seed that runs until it has spent as many epochs. Printed per seed: both
+studies' epochs and hypervolumes, then hypervolume against cumulative epochs (median over
+seeds), and last
+
+    RESULT epochs_ratio=<x> hv_ratio_at_equal_epochs=<y> seeds=<n>
+
+x: median over seeds of (epochs the early-stopping study needed to reach the full-budget
+study's final hypervolume) / (the full-budget study's epochs), ``inf`` for a seed that never
+reached it; y: median of (early-stopping hypervolume) / (full-budget hypervolume) at the epochs
+the early-stopping study used. Goals: x <= 0.4, y >= 1.0.
+
+    python bench/bench_early_stopping.py                      # 10 seeds, 100 configurations
+    python bench/bench_early_stopping.py --seeds 3 --trials 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import optuna
+
+from ecgnet.runner import RunOutcome
+from ecgnet.train import TrainResult
+from ecgsearch.definition import StudyDefinition, load_definition
+from ecgsearch.objective import TrialObjective
+from ecgsearch.proposals import UnseenProposalSampler
+from ecgsearch.study import SearchContext, create_sampler, open_study
+from ecgsearch.training_cost import hypervolume_by_epochs
+from ecgsearch.worker import run_worker
+from ecgsearch.workspace import Workspace
+
+TABLE = Path(__file__).parent / "data" / "demo_long_replay.json"
+# How far apart two values of a parameter are, as a share of its range (others: 0 same, 1 not).
+SCALES = {"blocks_1": 3, "blocks_2": 3, "blocks_3": 3, "blocks_4": 3, "block_kernel": 6, "metadata_features": 10,
+          "dropout": 0.3}  # fmt: skip
+
+
+def parameter_distance(a: dict[str, Any], b: dict[str, Any]) -> float:
+    distance = 0.0
+    for name, value in a.items():
+        other = b.get(name)
+        if name == "width_multiplier":
+            distance += abs(math.log2(value) - math.log2(other)) / 3
+        elif name in SCALES:
+            distance += abs(value - other) / SCALES[name]
+        else:
+            distance += value != other
+    return distance
+
+
+class ReplayObjective(TrialObjective):
+    """The real objective whose training reads the table's nearest network, epoch by epoch."""
+
+    records: ClassVar[list[dict[str, Any]]] = []
+
+    def _train_run(self, arch, training, progress, should_stop) -> RunOutcome:
+        params = self.current_trial.params
+        record = min(self.records, key=lambda r: (parameter_distance(params, r["params"]), r["trial"]))
+        history: list[dict[str, Any]] = []
+        stopped = None
+        for epoch, metrics in enumerate(record["epochs"], start=1):
+            entry = {"epoch": epoch, "steps": 0, "seconds": 0.0, **metrics}
+            history.append(entry)
+            progress({"event": "epoch", **entry})
+            if epoch == len(record["epochs"]):
+                break
+            stopped = should_stop(entry) if should_stop else None
+            if stopped:
+                break
+        result = TrainResult(model=None, history=history, val_metrics=dict(history[-1]), thresholds=[], steps=0,
+                             seconds=0.0, cut_by_time_limit=False, device="replay", stopped_early=stopped)  # fmt: skip
+        return RunOutcome(result=result, test_metrics=dict(history[-1]), seed=0)
+
+    def _upload(self, trial, outcome) -> None:
+        pass  # nothing is exported from a replay
+
+
+def replay_study(definition: StudyDefinition, workspace: Path, name: str, total: int, seed: int,
+                 epoch_budget: int | None = None) -> list[tuple[int, float]]:  # fmt: skip
+    """Run one study through the real study code; its hypervolume against cumulative epochs."""
+    url = f"sqlite:///{workspace / f'{name}.db'}"
+    context = SearchContext.prepare(definition, Workspace(workspace), url, study_name=name, seed=seed,
+                                    requested={"total": total, "thesis": True})  # fmt: skip
+    sampler = UnseenProposalSampler(create_sampler(definition, None, seed), definition.space, seed)
+    study = open_study(context, sampler=sampler)
+
+    def spent_enough() -> bool:
+        curve = hypervolume_by_epochs(study.get_trials(deepcopy=False))
+        return epoch_budget is not None and bool(curve) and curve[-1][0] >= epoch_budget
+
+    run_worker(context, study=study, objective_class=ReplayObjective, should_stop=spent_enough)
+    return hypervolume_by_epochs(study.get_trials(deepcopy=False))
+
+
+def value_at(curve: list[tuple[int, float]], epochs: int) -> float:
+    """The curve's hypervolume once ``epochs`` were spent (its last point at or before them)."""
+    return max((hv for e, hv in curve if e <= epochs), default=0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=100, help="configurations in the full-budget study")
+    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--unprotected", action="store_true", help="let early stopping stop E1-E18 too")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    table = json.loads(args.table.read_text())
+    ReplayObjective.records = table["records"]
+    with_stopping = load_definition("demo-long")
+    if args.unprotected:
+        with_stopping = dataclasses.replace(
+            with_stopping, early_stopping=dataclasses.replace(with_stopping.early_stopping, protect_thesis=False)
+        )
+    full_budget = dataclasses.replace(with_stopping, early_stopping=None)
+    settings = with_stopping.early_stopping
+    print(f"replaying {len(table['records'])} networks ({table['made_by']}); demo-long: "
+          f"{with_stopping.training.epochs} epochs, rungs {list(settings.rungs)}, eta {settings.eta}, "
+          f"min_trials {settings.min_trials}, E1-E18 {'protected' if settings.protect_thesis else 'not protected'}; "
+          f"{args.trials} configurations at the full budget, {args.seeds} seeds")  # fmt: skip
+    print(f"{'seed':>4} {'full epochs':>11} {'full HV':>8} {'ES trials':>9} {'ES epochs':>9} {'ES HV':>8} "
+          f"{'ES epochs to full HV':>20}")  # fmt: skip
+    ratios, hv_ratios, curves = [], [], {"full": [], "early stopping": []}
+    started = time.perf_counter()
+    for seed in range(args.seeds):
+        with tempfile.TemporaryDirectory() as tmp:
+            workspace = Path(tmp)
+            full = replay_study(full_budget, workspace, f"full-{seed}", args.trials, seed)
+            budget, target = full[-1]
+            early = replay_study(with_stopping, workspace, f"es-{seed}", 10 * args.trials, seed, epoch_budget=budget)
+        reached = next((e for e, hv in early if hv >= target - 1e-12), None)
+        ratios.append(reached / budget if reached is not None else math.inf)
+        used = early[-1][0]
+        hv_ratios.append(early[-1][1] / value_at(full, used))
+        curves["full"].append(full)
+        curves["early stopping"].append(early)
+        print(f"{seed:>4} {budget:>11} {target:>8.4f} {len(early):>9} {used:>9} {early[-1][1]:>8.4f} "
+              f"{reached if reached is not None else 'never':>20}")  # fmt: skip
+    print("\nhypervolume against cumulative epochs, median over seeds:")
+    marks = [round(f * max(c[-1][0] for c in curves["full"])) for f in (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)]
+    print(f"{'epochs':>15} " + " ".join(f"{m:>7}" for m in marks))
+    for name, runs in curves.items():
+        print(f"{name:>15} " + " ".join(f"{statistics.median(value_at(c, m) for c in runs):7.4f}" for m in marks))
+    print(f"({time.perf_counter() - started:.0f} s)")
+    print(f"RESULT epochs_ratio={statistics.median(ratios):.3f} "
+          f"hv_ratio_at_equal_epochs={statistics.median(hv_ratios):.3f} seeds={args.seeds}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
