@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import optuna
+from scipy.stats import spearmanr
 
 from ecgnet.runner import RunOutcome
 from ecgnet.train import TrainResult
@@ -121,6 +122,14 @@ def value_at(curve: list[tuple[int, float]], epochs: int) -> float:
     return max((hv for e, hv in curve if e <= epochs), default=0.0)
 
 
+def rung_correlations(records: list[dict[str, Any]]) -> dict[int, float]:
+    """Spearman correlation, over the table's networks, of each epoch's val micro AUROC with the last epoch's."""
+    last = [r["epochs"][-1]["micro_auroc"] for r in records]
+    epochs = min(len(r["epochs"]) for r in records)
+    return {epoch: float(spearmanr([r["epochs"][epoch - 1]["micro_auroc"] for r in records], last).statistic)
+            for epoch in range(1, epochs)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=10)
@@ -143,6 +152,9 @@ def main() -> None:
           f"{with_stopping.training.epochs} epochs, rungs {list(settings.rungs)}, eta {settings.eta}, "
           f"min_trials {settings.min_trials}, E1-E18 {'protected' if settings.protect_thesis else 'not protected'}; "
           f"{args.trials} configurations at the full budget, {args.seeds} seeds")  # fmt: skip
+    correlations = rung_correlations(table["records"])
+    print("Spearman correlation of val micro AUROC at each epoch with the last epoch's, over the table's networks: "
+          + ", ".join(f"epoch {e} {rho:.2f}" for e, rho in correlations.items()))  # fmt: skip
     print(f"{'seed':>4} {'full epochs':>11} {'full HV':>8} {'ES trials':>9} {'ES epochs':>9} {'ES HV':>8} "
           f"{'ES epochs to full HV':>20}")  # fmt: skip
     ratios, hv_ratios, curves = [], [], {"full": [], "early stopping": []}

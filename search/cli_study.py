@@ -27,7 +27,9 @@ Storage = Annotated[
     typer.Option(help="Storage URL, e.g. postgresql+psycopg2://user@host/db (default: $ECGSEARCH_STORAGE, "
                  "else SQLite in the workspace). Passwords: in $ECGSEARCH_STORAGE, PGPASSWORD or ~/.pgpass."),
 ]  # fmt: skip
-StudyDef = Annotated[str, typer.Option(help="A study definition: a .toml file or a shipped name (demo, demo-long, thesis).")]
+StudyDef = Annotated[
+    str, typer.Option(help="A study definition: a .toml file or a shipped name (demo, demo-long, thesis).")
+]
 StudyName = Annotated[str | None, typer.Option(help="Study name (default: the definition's name).")]
 Data = Annotated[str | None, typer.Option(help="A prepared data cache (overrides the definition's data).")]
 Seed = Annotated[int, typer.Option(help="Seed; each worker derives its own sampler seed from it.")]

@@ -1,0 +1,56 @@
+"""Edge figures of ecgnet: ONNX Runtime CPU latency and static int8 quantization."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from ecgnet.export import export_onnx
+from ecgnet.int8 import int8_size_mb, quantize_int8, random_calibration
+from ecgnet.latency import cpu_model, model_latency, onnx_latency
+from ecgnet.model import ECGResNet
+from ecgnet.thesis import thesis_config
+
+
+def test_int8_size_depends_on_the_structure_not_the_weights() -> None:
+    torch.manual_seed(0)
+    first = int8_size_mb(ECGResNet(thesis_config("E18")))
+    torch.manual_seed(1)
+    second = int8_size_mb(ECGResNet(thesis_config("E18")))
+    assert first == pytest.approx(second, abs=1e-4)  # a few bytes of protobuf encoding at most
+    assert int8_size_mb(ECGResNet(thesis_config("E17"))) > 2 * first  # a larger network, a larger file
+
+
+def test_the_int8_file_holds_int8_weights_per_channel_and_tracks_the_fp32_outputs(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = ECGResNet(thesis_config("E12")).eval()
+    fp32 = tmp_path / "model.onnx"
+    export_onnx(model, fp32, samples=1024)
+    calibration = random_calibration(samples=1024, count=8)
+    int8 = quantize_int8(fp32, tmp_path / "model.int8.onnx", calibration)
+    assert int8.stat().st_size < 0.3 * fp32.stat().st_size
+    graph = onnx.load(str(int8)).graph
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert int8_weights and any(n.op_type == "DequantizeLinear" for n in graph.node)
+    # Per-channel: a convolution's weight scales are one per output channel.
+    scales = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("_scale")}
+    assert any(s.ndim == 1 and s.size > 1 for s in scales.values())
+    signal, metadata = calibration[0]
+    inputs = {"signal": signal, "metadata": metadata}
+    want = onnxruntime.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+    got = onnxruntime.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+    assert np.corrcoef(want.ravel(), got.ravel())[0, 1] > 0.9
+
+
+def test_latency_is_a_median_of_timed_runs_with_where_it_was_measured(tmp_path) -> None:
+    model = ECGResNet(thesis_config("E18"))
+    latency = model_latency(model, samples=1024, runs=5)
+    assert latency.median_ms > 0 and latency.runs == 5 and latency.samples == 1024
+    assert latency.cpu == cpu_model() and latency.cpu and latency.onnxruntime == onnxruntime.__version__
+    # A larger network takes longer on one thread.
+    assert model_latency(ECGResNet(thesis_config("E12")), samples=1024, runs=5).median_ms > latency.median_ms
+    with pytest.raises(ValueError, match=r"runs \(0\) and samples"):
+        onnx_latency(tmp_path / "absent.onnx", runs=0)
