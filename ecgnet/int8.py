@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -32,15 +33,17 @@ Calibration = Iterable[tuple[np.ndarray, np.ndarray]]  # (signal (1, leads, samp
 
 
 class _Windows(CalibrationDataReader):
-    def __init__(self, windows: Calibration) -> None:
+    def __init__(self, windows: Calibration, declared: set[str]) -> None:
         self.windows: Iterator[tuple[np.ndarray, np.ndarray]] = iter(windows)
+        self.declared = declared  # a network without a metadata layer has no "metadata" input
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         window = next(self.windows, None)
         if window is None:
             return None
         signal, metadata = window
-        return {"signal": np.asarray(signal, dtype=np.float32), "metadata": np.asarray(metadata, dtype=np.float32)}
+        inputs = {"signal": np.asarray(signal, dtype=np.float32), "metadata": np.asarray(metadata, dtype=np.float32)}
+        return {name: value for name, value in inputs.items() if name in self.declared}
 
 
 def quantize_int8(onnx_path: Path | str, out_path: Path | str, calibration: Calibration) -> Path:
@@ -53,7 +56,8 @@ def quantize_int8(onnx_path: Path | str, out_path: Path | str, calibration: Cali
         logging.getLogger().setLevel(logging.ERROR)
         try:
             quant_pre_process(str(onnx_path), str(prepared))
-            quantize_static(str(prepared), str(out_path), _Windows(calibration), quant_format=QuantFormat.QDQ,
+            declared = {i.name for i in onnx.load(str(prepared)).graph.input}
+            quantize_static(str(prepared), str(out_path), _Windows(calibration, declared), quant_format=QuantFormat.QDQ,
                             per_channel=True, weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8)  # fmt: skip
         finally:

@@ -78,7 +78,7 @@ def export(
     out: Path,
     *,
     trial: int | None,
-    max_mb: float | None,
+    limits: dict[str, float],
     retrain: bool,
     seeds: int,
     epochs: int | None,
@@ -97,7 +97,7 @@ def export(
         chosen = found
     else:
         try:
-            chosen = best_trial(study, max_mb)
+            chosen = best_trial(study, limits)
         except LookupError as exc:
             raise UserError(str(exc)) from None
     if not retrain:
