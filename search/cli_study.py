@@ -195,6 +195,14 @@ def export_command(
         ),
     ] = None,
     retrain: Annotated[bool, typer.Option(help="Retrain the architecture at the study's budget first.")] = False,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Also write model.int8.onnx (static quantization "
+            "calibrated on training windows) with its figures in model.json.",
+        ),
+    ] = False,
     seeds: Annotated[int, typer.Option(help="With --retrain: seeds to train; the best by validation is kept.")] = 1,
     epochs: Annotated[int | None, typer.Option(help="With --retrain: epochs instead of the study's.")] = None,
     study_name: Annotated[str, typer.Option(help="The study to read.")] = "demo",
@@ -208,7 +216,7 @@ def export_command(
         raise typer.BadParameter("give exactly one of --trial N or --best")
     limits = parse_limits(max_, max_mb)
     export(workspace, storage, study_name, out, trial=trial, limits=limits, retrain=retrain, seeds=seeds,
-           epochs=epochs, console=console)  # fmt: skip
+           epochs=epochs, int8=int8, console=console)  # fmt: skip
 
 
 def confirm_command(

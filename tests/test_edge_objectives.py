@@ -92,9 +92,12 @@ def test_a_three_objective_study_with_an_int8_limit(edge_study: dict, capsys, mo
     fastest = min((t for t in study.get_trials() if t.user_attrs.get("trained")), key=lambda t: t.values[2])
     within = f"latency_ms={fastest.values[2] * 1.0001}"
     code, out, err = ecgsearch(capsys, monkeypatch, "export", "--best", "--max", within, "--out", workspace / "best",
-                               *common)  # fmt: skip
+                               "--int8", *common)  # fmt: skip
     assert code == 0, err
-    assert f"exported trial {fastest.number}" in out
+    assert f"exported trial {fastest.number}" in out and "int8: " in out
+    int8 = json.loads((workspace / "best" / "model.json").read_text())["int8"]
+    assert (workspace / "best" / "model.int8.onnx").exists() and int8["int8"]["size_mb"] < int8["fp32_onnx"]["size_mb"]
+    assert set(int8["int8"]["test"]) == {"micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc"}
     code, out, err = ecgsearch(capsys, monkeypatch, "export", "--best", "--max", "macs=1", "--out",
                                workspace / "none", *common)  # fmt: skip
     assert code == 2 and "did not measure macs" in err
