@@ -30,9 +30,10 @@ from ecgnet.errors import InputError
 from ecgnet.model import METADATA_INPUTS, ECGResNet
 from ecgnet.size import describe_size
 
-__all__ = ["MODEL_JSON", "MODEL_ONNX", "MODEL_PT", "export_model", "export_onnx", "load_model"]
+__all__ = ["MODEL_INT8_ONNX", "MODEL_JSON", "MODEL_ONNX", "MODEL_PT", "export_model", "export_onnx", "load_model"]
 
 MODEL_PT, MODEL_ONNX, MODEL_JSON = "model.pt", "model.onnx", "model.json"
+MODEL_INT8_ONNX = "model.int8.onnx"  # written by ecgnet.int8.add_int8 (``export --int8``)
 ONNX_OPSET = 17
 
 

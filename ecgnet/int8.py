@@ -11,36 +11,49 @@ before any training, as sizes are checked before training everywhere else.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from ecgnet.export import export_onnx
+from ecgnet.data.dataset import RecordDataset, WindowDataset, minmax_scale
+from ecgnet.data.labels import ClassSet, class_set
+from ecgnet.export import MODEL_INT8_ONNX, MODEL_JSON, MODEL_ONNX, export_onnx
+from ecgnet.latency import graph_inputs, onnx_latency
+from ecgnet.metrics import classification_metrics
 from ecgnet.model import METADATA_INPUTS, ECGResNet
 
-__all__ = ["CALIBRATION_WINDOWS", "int8_size_mb", "quantize_int8", "random_calibration"]
+__all__ = ["CALIBRATION_WINDOWS", "MODEL_INT8_ONNX", "add_int8", "int8_size_mb", "onnx_probabilities",
+           "quantize_int8", "random_calibration", "training_calibration"]  # fmt: skip
 
 CALIBRATION_WINDOWS = 32
 MB = 2**20
+# The figures model.json keeps for the int8 model and its fp32 ONNX twin.
+INT8_METRICS = ("micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc")
 
 Calibration = Iterable[tuple[np.ndarray, np.ndarray]]  # (signal (1, leads, samples), metadata (1, 3)) float32
 
 
 class _Windows(CalibrationDataReader):
-    def __init__(self, windows: Calibration) -> None:
+    def __init__(self, windows: Calibration, declared: set[str]) -> None:
         self.windows: Iterator[tuple[np.ndarray, np.ndarray]] = iter(windows)
+        self.declared = declared  # a network without a metadata layer has no "metadata" input
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         window = next(self.windows, None)
         if window is None:
             return None
         signal, metadata = window
-        return {"signal": np.asarray(signal, dtype=np.float32), "metadata": np.asarray(metadata, dtype=np.float32)}
+        inputs = {"signal": np.asarray(signal, dtype=np.float32), "metadata": np.asarray(metadata, dtype=np.float32)}
+        return {name: value for name, value in inputs.items() if name in self.declared}
 
 
 def quantize_int8(onnx_path: Path | str, out_path: Path | str, calibration: Calibration) -> Path:
@@ -53,7 +66,8 @@ def quantize_int8(onnx_path: Path | str, out_path: Path | str, calibration: Cali
         logging.getLogger().setLevel(logging.ERROR)
         try:
             quant_pre_process(str(onnx_path), str(prepared))
-            quantize_static(str(prepared), str(out_path), _Windows(calibration), quant_format=QuantFormat.QDQ,
+            declared = {i.name for i in onnx.load(str(prepared)).graph.input}
+            quantize_static(str(prepared), str(out_path), _Windows(calibration, declared), quant_format=QuantFormat.QDQ,
                             per_channel=True, weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8)  # fmt: skip
         finally:
@@ -75,3 +89,58 @@ def int8_size_mb(model: ECGResNet, *, samples: int = 1024) -> float:
         export_onnx(model, fp32, samples=samples)
         int8 = quantize_int8(fp32, Path(tmp) / "model.int8.onnx", random_calibration(model.config.in_leads, samples))
         return int8.stat().st_size / MB
+
+
+def training_calibration(train: WindowDataset, count: int = CALIBRATION_WINDOWS, seed: int = 0) -> Calibration:
+    """``count`` training windows, scaled as the model sees them: what the activation ranges are set on."""
+    rng = np.random.default_rng(seed)
+    items = sorted(rng.choice(len(train), size=min(count, len(train)), replace=False).tolist())
+    signal, metadata, _ = train[items]
+    scaled = minmax_scale(signal).numpy()
+    return [(scaled[i : i + 1], metadata[i : i + 1].numpy().astype(np.float32)) for i in range(len(items))]
+
+
+def onnx_probabilities(onnx_path: Path | str, data: RecordDataset) -> np.ndarray:
+    """Sigmoid outputs of an ONNX model for every whole record of ``data``, in its order."""
+    runner = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    rows = []
+    for i in range(len(data)):
+        signal, metadata, _ = data[i]
+        inputs = {"signal": minmax_scale(signal[None]).numpy(), "metadata": metadata[None].numpy().astype(np.float32)}
+        logits = runner.run(None, graph_inputs(runner, inputs))[0]
+        rows.append(1.0 / (1.0 + np.exp(-logits[0])))
+    return np.asarray(rows, dtype=np.float32).reshape(len(data), -1)
+
+
+def _scores(onnx_path: Path, data: RecordDataset, classes: ClassSet, thresholds: np.ndarray) -> dict[str, float]:
+    metrics = classification_metrics(data.targets.numpy().astype(bool), onnx_probabilities(onnx_path, data), classes,
+                                     thresholds)  # fmt: skip
+    return {name: metrics[name] for name in INT8_METRICS}
+
+
+def add_int8(model_dir: Path | str, train: WindowDataset, val: RecordDataset, test: RecordDataset) -> dict[str, Any]:
+    """Write ``model.int8.onnx`` beside ``model.onnx`` and its figures, beside the fp32 ones, in model.json.
+
+    Calibrated on training windows; validation and test scored for both ONNX files the same way
+    (whole records, the model's thresholds), and both timed as ``latency_ms`` is (batch 1, one thread).
+    """
+    model_dir = Path(model_dir)
+    info = json.loads((model_dir / MODEL_JSON).read_text())
+    classes, thresholds = class_set(info["classes"]["name"]), np.asarray(info["thresholds"])
+    fp32 = model_dir / MODEL_ONNX
+    calibration = training_calibration(train)
+    int8 = quantize_int8(fp32, model_dir / MODEL_INT8_ONNX, calibration)
+    leads = info["input"]["leads"]
+    figures: dict[str, Any] = {"file": MODEL_INT8_ONNX, "calibration": f"{len(calibration)} training windows"}
+    for name, path in (("int8", int8), ("fp32_onnx", fp32)):
+        latency = onnx_latency(path, leads=leads)
+        figures[name] = {
+            "size_mb": path.stat().st_size / MB,
+            "validation": _scores(path, val, classes, thresholds),
+            "test": _scores(path, test, classes, thresholds),
+            "latency_ms": latency.median_ms,
+        }
+        figures["latency"] = {k: v for k, v in latency.to_dict().items() if k != "median_ms"}
+    info["int8"] = figures
+    (model_dir / MODEL_JSON).write_text(json.dumps(info, indent=2) + "\n")
+    return figures

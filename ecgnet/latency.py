@@ -22,7 +22,7 @@ import onnxruntime
 from ecgnet.export import export_onnx
 from ecgnet.model import METADATA_INPUTS, ECGResNet
 
-__all__ = ["DEFAULT_LATENCY_SAMPLES", "Latency", "cpu_model", "model_latency", "onnx_latency"]
+__all__ = ["DEFAULT_LATENCY_SAMPLES", "Latency", "cpu_model", "graph_inputs", "model_latency", "onnx_latency"]
 
 DEFAULT_LATENCY_SAMPLES = 4096
 DEFAULT_RUNS = 30
@@ -63,6 +63,12 @@ def session(onnx_path: Path | str) -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
+def graph_inputs(runner: onnxruntime.InferenceSession, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inputs the graph declares: a network without a metadata layer has no ``metadata`` input."""
+    declared = {i.name for i in runner.get_inputs()}
+    return {name: value for name, value in inputs.items() if name in declared}
+
+
 def onnx_latency(
     onnx_path: Path | str,
     *,
@@ -78,6 +84,7 @@ def onnx_latency(
     rng = np.random.default_rng(0)
     inputs = {"signal": rng.random((1, leads, samples), dtype=np.float32),
               "metadata": rng.random((1, METADATA_INPUTS), dtype=np.float32)}  # fmt: skip
+    inputs = graph_inputs(runner, inputs)
     for _ in range(warmup):
         runner.run(None, inputs)
     timings = []

@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pandas as pd
 import torch
 
@@ -18,7 +19,8 @@ from ecgnet.data.dataset import minmax_scale
 from ecgnet.data.preprocess import PreprocessConfig, preprocess
 from ecgnet.data.record import RecordError, check_signal
 from ecgnet.data.sph import SPH_FS, read_sph_signal, sph_demographics
-from ecgnet.export import load_model
+from ecgnet.export import MODEL_INT8_ONNX, load_model
+from ecgnet.latency import graph_inputs
 
 __all__ = ["Prediction", "predict_files", "read_for_prediction"]
 
@@ -58,9 +60,18 @@ def read_for_prediction(path: Path | str) -> tuple[np.ndarray, float, float | No
     return record.signal, record.fs, record.age, record.sex
 
 
-def predict_files(model_dir: Path | str, paths: list[Path | str]) -> list[Prediction]:
-    """Per-file class probabilities and the labels over threshold; a bad file gets an error."""
+def predict_files(model_dir: Path | str, paths: list[Path | str], *, int8: bool = False) -> list[Prediction]:
+    """Per-file class probabilities and the labels over threshold; a bad file gets an error.
+
+    ``int8``: run ``model.int8.onnx`` (``export --int8``) with ONNX Runtime instead of the PyTorch model.
+    """
     model, info = load_model(model_dir)
+    runner = None
+    if int8:
+        path = Path(model_dir) / MODEL_INT8_ONNX
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no int8 model in {model_dir} (write one with `ecgsearch export --int8`)")
+        runner = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     config = PreprocessConfig(**info["preprocess"])
     abbreviations = info["classes"]["abbreviations"]
     thresholds = np.asarray(info["thresholds"])
@@ -76,8 +87,13 @@ def predict_files(model_dir: Path | str, paths: list[Path | str]) -> list[Predic
             results.append(Prediction(str(path), error=f"cannot preprocess: {exc}"))
             continue
         metadata = torch.tensor([[0.0 if age is None else age / 100, sex == "female", sex == "male"]])
-        with torch.no_grad():
-            logits = model(minmax_scale(torch.from_numpy(processed)[None]), metadata)
+        scaled = minmax_scale(torch.from_numpy(processed)[None])
+        if runner is not None:
+            inputs = {"signal": scaled.numpy(), "metadata": metadata.numpy().astype(np.float32)}
+            logits = torch.from_numpy(runner.run(None, graph_inputs(runner, inputs))[0])
+        else:
+            with torch.no_grad():
+                logits = model(scaled, metadata)
         probabilities = torch.sigmoid(logits)[0].numpy()
         results.append(
             Prediction(

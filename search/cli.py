@@ -197,11 +197,12 @@ def predict_command(
     model_dir: Annotated[Path, typer.Argument(help="A model directory (from `train --out` or `export`).")],
     records: Annotated[list[Path], typer.Argument(help="WFDB .hea/.mat or SPH .h5 files.")],
     as_json: JsonOption = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Run model.int8.onnx (from `export --int8`).")] = False,
 ) -> None:
     """Class probabilities and labels over threshold for raw records; exit 1 if any failed."""
     from ecgsearch.model_commands import predict
 
-    raise typer.Exit(predict(model_dir, records, as_json=as_json, console=console))
+    raise typer.Exit(predict(model_dir, records, as_json=as_json, console=console, int8=int8))
 
 
 def main() -> None:

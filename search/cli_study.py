@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,7 +28,7 @@ Storage = Annotated[
                  "else SQLite in the workspace). Passwords: in $ECGSEARCH_STORAGE, PGPASSWORD or ~/.pgpass."),
 ]  # fmt: skip
 StudyDef = Annotated[
-    str, typer.Option(help="A study definition: a .toml file or a shipped name (demo, demo-long, thesis).")
+    str, typer.Option(help="A study definition: a .toml file or a shipped name (demo, demo-long, demo-edge, thesis).")
 ]
 StudyName = Annotated[str | None, typer.Option(help="Study name (default: the definition's name).")]
 Data = Annotated[str | None, typer.Option(help="A prepared data cache (overrides the definition's data).")]
@@ -44,6 +44,9 @@ Sampler = Annotated[str | None, typer.Option(rich_help_panel=STUDY_SETTING,
                     help="tpe, nsga2, gp or random (default: the definition's).")]  # fmt: skip
 MaxMb = Annotated[float | None, typer.Option(rich_help_panel=STUDY_SETTING,
                   help="Size budget in MB: larger trials are infeasible, never trained (default: none).")]  # fmt: skip
+Limits = Annotated[list[str] | None, typer.Option("--max", rich_help_panel=STUDY_SETTING, metavar="METRIC=VALUE",
+                   help="A budget, repeatable: size_mb, params, macs, latency_ms or int8_size_mb at most VALUE; "
+                        "trials over it are infeasible, never trained. --max-mb X is --max size_mb=X.")]  # fmt: skip
 Thesis = Annotated[bool | None, typer.Option("--thesis/--no-thesis", rich_help_panel=STUDY_SETTING,
                    help="Enqueue E1-E18 as fixed trials (default: when the definition lists them).")]  # fmt: skip
 Heartbeat = Annotated[int | None, typer.Option(min=1, rich_help_panel=STUDY_SETTING,
@@ -65,6 +68,48 @@ def _options(workspace: Path, storage: str | None, study_def: str, study_name: s
     return StudyOptions(workspace, storage, study_def, study_name, data, seed)
 
 
+def parse_limits(given: list[str] | None, max_mb: float | None, *, flag: str = "--max") -> dict[str, float]:
+    """``--max METRIC=VALUE`` flags (and ``--max-mb``) as metric to largest value; a bad one is a usage error."""
+    from ecgsearch.pretraining_figures import LIMIT_METRICS
+
+    limits: dict[str, float] = {}
+    for text in given or []:
+        metric, _, value = text.partition("=")
+        metric = metric.strip()
+        if metric not in LIMIT_METRICS:
+            raise typer.BadParameter(f"{text!r}: the metric must be one of {', '.join(LIMIT_METRICS)} "
+                                     "(figures known before training)", param_hint=flag)  # fmt: skip
+        try:
+            number = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r}: give METRIC=VALUE with a number, e.g. latency_ms=5",
+                                     param_hint=flag) from None  # fmt: skip
+        if not number > 0 or number == float("inf"):
+            raise typer.BadParameter(f"{text!r}: a budget must be a number above 0", param_hint=flag)
+        if metric in limits and limits[metric] != number:
+            raise typer.BadParameter(f"{metric} is given twice ({limits[metric]:g} and {number:g})", param_hint=flag)
+        limits[metric] = number
+    if max_mb is not None:
+        if max_mb <= 0:
+            raise typer.BadParameter(f"{max_mb} is not a size: give a budget above 0 MB", param_hint="--max-mb")
+        if limits.get("size_mb", max_mb) != max_mb:
+            raise typer.BadParameter(f"--max-mb {max_mb:g} and --max size_mb={limits['size_mb']:g} disagree",
+                                     param_hint="--max-mb")  # fmt: skip
+        limits["size_mb"] = max_mb
+    return limits
+
+
+def study_limits(given: list[str] | None, max_mb: float | None) -> dict[str, Any]:
+    """The study settings the budget flags request: ``max_mb`` for size, ``limits`` for the rest."""
+    limits = parse_limits(given, max_mb)
+    requested: dict[str, Any] = {}
+    if "size_mb" in limits:
+        requested["max_mb"] = limits.pop("size_mb")
+    if limits:
+        requested["limits"] = limits
+    return requested
+
+
 def run_command(
     ctx: typer.Context,
     trials: Trials = None,
@@ -74,6 +119,7 @@ def run_command(
     data: Data = None,
     seed: Seed = 0,
     max_mb: MaxMb = None,
+    max_: Limits = None,
     thesis: Thesis = None,
     workspace: Workspace = DEFAULT_WORKSPACE,
     storage: Storage = None,
@@ -88,14 +134,13 @@ def run_command(
     from ecgsearch.run_commands import run
     from ecgsearch.storage import StorageSettings
 
-    if max_mb is not None and max_mb <= 0:
-        raise typer.BadParameter(f"{max_mb} is not a size: give a budget above 0 MB", param_hint="--max-mb")
+    budgets = study_limits(max_, max_mb)
     if sampler is not None and sampler not in SAMPLERS:
         raise typer.BadParameter(f"{sampler!r} is not one of {', '.join(SAMPLERS)}", param_hint="--sampler")
-    given = {"total": trials, "sampler": sampler, "max_mb": max_mb, "thesis": thesis,
+    given = {"total": trials, "sampler": sampler, "thesis": thesis,
              "heartbeat_interval": heartbeat_interval, "grace_period": grace_period, "max_retries": max_retries,
              "max_consecutive_failures": stop_after_failures}  # fmt: skip
-    requested = {key: value for key, value in given.items() if value is not None}
+    requested = {key: value for key, value in given.items() if value is not None} | budgets
     defaults = StorageSettings()
     # The storage needs heartbeat settings at once; the study's own replace them when it is read.
     settings = StorageSettings(heartbeat_interval or defaults.heartbeat_interval, grace_period or defaults.grace_period,
@@ -141,7 +186,23 @@ def export_command(
     trial: Annotated[int | None, typer.Option(help="Export this trial.")] = None,
     best: Annotated[bool, typer.Option(help="Export the best validation AUROC among feasible trials.")] = False,
     max_mb: Annotated[float | None, typer.Option(help="With --best: only trials up to this size.")] = None,
+    max_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--max",
+            metavar="METRIC=VALUE",
+            help="With --best: only trials within this budget (repeatable), e.g. latency_ms=5.",
+        ),
+    ] = None,
     retrain: Annotated[bool, typer.Option(help="Retrain the architecture at the study's budget first.")] = False,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Also write model.int8.onnx (static quantization "
+            "calibrated on training windows) with its figures in model.json.",
+        ),
+    ] = False,
     seeds: Annotated[int, typer.Option(help="With --retrain: seeds to train; the best by validation is kept.")] = 1,
     epochs: Annotated[int | None, typer.Option(help="With --retrain: epochs instead of the study's.")] = None,
     study_name: Annotated[str, typer.Option(help="The study to read.")] = "demo",
@@ -153,8 +214,9 @@ def export_command(
 
     if (trial is None) == (not best):
         raise typer.BadParameter("give exactly one of --trial N or --best")
-    export(workspace, storage, study_name, out, trial=trial, max_mb=max_mb, retrain=retrain, seeds=seeds,
-           epochs=epochs, console=console)  # fmt: skip
+    limits = parse_limits(max_, max_mb)
+    export(workspace, storage, study_name, out, trial=trial, limits=limits, retrain=retrain, seeds=seeds,
+           epochs=epochs, int8=int8, console=console)  # fmt: skip
 
 
 def confirm_command(
@@ -236,6 +298,7 @@ def slurm_submit_command(
     partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
     account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
     max_mb: MaxMb = None,
+    max_: Limits = None,
     thesis: Thesis = None,
     raise_total: RaiseTotal = False,
     dry_run: Annotated[bool, typer.Option(help="Print the job script instead of submitting it.")] = False,
@@ -244,7 +307,7 @@ def slurm_submit_command(
     from ecgsearch.slurm_commands import submit
     from ecgsearch.slurm_jobs import JobSpec
 
-    requested = {"total": trials} | ({"max_mb": max_mb} if max_mb is not None else {})
+    requested = {"total": trials} | study_limits(max_, max_mb)
     requested |= {"thesis": thesis} if thesis is not None else {}
     # The workers take every setting from the study that submit creates: their command line names none.
     spec = JobSpec(study_def=study_def, study_name=study_name or "", trials=trials, data=data or "",

@@ -23,7 +23,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ecgnet.metric_names import HEADLINE_METRICS
 from ecgnet.runner import RunOutcome, reseeded, train_and_evaluate
-from ecgnet.size import describe_size
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
 from ecgsearch.objective import TrialObjective, result_record
@@ -116,11 +115,9 @@ class ConfirmObjective(TrialObjective):
         seed = int(trial.user_attrs[SEED_ATTR])
         params = definition.space.suggest(trial)
         arch = definition.space.arch_of(params, num_classes=len(self.data.classes)).canonical()
-        size = describe_size(arch, macs=any(o.metric == "macs" for o in definition.objectives))
-        figures = {"size_mb": size.size_mb, "params": float(size.params), "macs": float(size.macs or 0)}
-        trial.set_user_attr("size_mb", size.size_mb)
-        trial.set_user_attr("identity", {"worker": WORKER_ID, "params": size.params})
-        event = {"trial": trial.number, "thesis": trial.user_attrs.get(THESIS_ATTR), "size_mb": size.size_mb}
+        figures = self._pretraining_figures(trial, arch)
+        trial.set_user_attr("identity", {"worker": WORKER_ID, "params": int(figures["params"])})
+        event = {"trial": trial.number, "thesis": trial.user_attrs.get(THESIS_ATTR), "size_mb": figures["size_mb"]}
         self.on_event({"event": "trial_start", **event, "arch": arch.to_dict(), "seed": seed,
                        "confirms": trial.user_attrs[CONFIRMS_ATTR]})  # fmt: skip
         training = dataclasses.replace(definition.training, seed=seed)

@@ -71,6 +71,8 @@ class StudyDefinition:
     default_trials: int
     raw: dict[str, Any]
     early_stopping: EarlyStopping | None = None  # [early_stopping]; None: every trial runs its full budget
+    latency_samples: int = 4096  # [latency] samples: the input length latency_ms is measured on
+    latency_runs: int = 30  # [latency] runs: timed runs, median kept
 
     def fingerprint(self) -> str:
         """Hash of everything that changes what a trial computes (not of the file's layout).
@@ -161,6 +163,8 @@ def parse_definition(raw: dict[str, Any], source: str) -> StudyDefinition:
         default_trials=model.default_trials,
         raw=raw,
         early_stopping=_early_stopping(model),
+        latency_samples=model.latency.samples,
+        latency_runs=model.latency.runs,
     )
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "DataModel",
     "DefinitionModel",
     "EarlyStoppingModel",
+    "LatencyModel",
     "ObjectiveModel",
     "SamplerModel",
     "SpaceModel",
@@ -45,11 +46,14 @@ __all__ = [
     "parse_stem",
 ]
 
-# Figures a trial can optimise: validation metrics of training, and size figures.
+# Figures a trial can optimise: validation metrics of training, and figures known before training
+# (size, params, MACs, CPU latency, int8 size: search/pretraining_figures.py).
 METRICS = {f"val_{name}": "maximize" for name in HEADLINE_METRICS} | {
     "size_mb": "minimize",
     "params": "minimize",
     "macs": "minimize",
+    "latency_ms": "minimize",
+    "int8_size_mb": "minimize",
 }
 # The settings besides ``name`` that study.create_sampler hands to each sampler's constructor.
 SAMPLER_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -256,6 +260,14 @@ def _increasing(rungs: list[int]) -> list[int]:
     return rungs
 
 
+class LatencyModel(BaseModel):
+    """``[latency]``: how ``latency_ms`` is measured (ONNX Runtime, batch 1, one thread)."""
+
+    model_config = _CONFIG
+    samples: Annotated[int, Field(ge=256, le=65536)] = 4096  # the input length every network is timed on
+    runs: Annotated[int, Field(ge=30, le=1000)] = 30  # timed runs after the warm-up; the median is kept
+
+
 class EarlyStoppingModel(BaseModel):
     """``[early_stopping]``: compare trials at rung epochs and stop the dominated ones (MOASHA)."""
 
@@ -288,6 +300,7 @@ class DefinitionModel(BaseModel):
     training: TrainingModel = Field(default_factory=TrainingModel)
     data: DataModel = Field(default_factory=DataModel)
     early_stopping: EarlyStoppingModel | None = None
+    latency: LatencyModel = Field(default_factory=LatencyModel)
 
     @model_validator(mode="after")
     def _rungs_inside_the_budget(self) -> DefinitionModel:

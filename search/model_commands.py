@@ -109,10 +109,10 @@ def train(
         console.print(f"exported seed {best.seed} (best validation micro AUROC) to {out}", highlight=False)
 
 
-def predict(model_dir: Path, records: list[Path], *, as_json: bool, console: Console) -> int:
+def predict(model_dir: Path, records: list[Path], *, as_json: bool, console: Console, int8: bool = False) -> int:
     """Predict raw records with a model directory; returns the exit code (1 if any record failed)."""
     try:
-        results = predict_files(model_dir, records)
+        results = predict_files(model_dir, records, int8=int8)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None
     failed = [r for r in results if r.error]

@@ -1,10 +1,12 @@
 """What one trial does: size first, budget check, duplicate check, train, record, upload.
 
-Size is known before training, so a trial over ``--max-mb`` is marked infeasible with
-``Trial.set_constraint`` and never trained (it reports chance-level AUROC, 0.5, which the
-samplers ignore for infeasible trials). A trial whose network and training equal a finished
-trial's takes that trial's values and records which trial it repeats; one equal to a trial
-still RUNNING waits for it (the one that started first trains), never trains in parallel.
+Size, MACs, CPU latency and int8 size are known before training
+(``ecgsearch.pretraining_figures``), so a trial over a limit (``--max-mb``, ``--max
+latency_ms=5``) is marked infeasible with ``Trial.set_constraint`` and never trained (it
+reports chance-level AUROC, 0.5, which the samplers ignore for infeasible trials). A trial
+whose network and training equal a finished trial's takes that trial's values and records
+which trial it repeats; one equal to a trial still RUNNING waits for it (the one that started
+first trains), never trains in parallel.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ from optuna.trial import TrialState
 
 from ecgnet.metric_names import HEADLINE_METRICS
 from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, train_and_evaluate
-from ecgnet.size import describe_size
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
 from ecgsearch.early_stopping import rung_decision
 from ecgsearch.optuna_internals import trials_just_read
+from ecgsearch.pretraining_figures import LatencyCalibration, pretraining_figures
 from ecgsearch.study import THESIS_ATTR, WORKER_ID, SearchContext
 
-__all__ = ["TrialInterrupted", "TrialObjective", "config_key", "result_record"]
+__all__ = ["TrialInterrupted", "TrialObjective", "config_key", "constraint_name", "result_record"]
 
 EventCallback = Callable[[dict[str, Any]], None]
 # What an untrained (infeasible) trial reports: chance level, ignored by the samplers.
@@ -39,6 +41,13 @@ DUPLICATE_POLL_SECONDS = 2.0
 # A trial's objectives at a rung epoch under [early_stopping]: user attribute "rung_<epoch>".
 RUNG_ATTR_PREFIX = "rung_"
 ARTIFACT_FILES = ("model.pt", "model.json")
+# Figures recorded as their own user attributes when measured (size_mb always is).
+EDGE_FIGURES = {"macs", "latency_ms", "int8_size_mb"}
+
+
+def constraint_name(metric: str) -> str:
+    """The constraint a limit on ``metric`` sets: "max_mb" for size (as studies always had), else max_<metric>."""
+    return "max_mb" if metric == "size_mb" else f"max_{metric}"
 
 
 def result_record(outcome: RunOutcome) -> dict[str, Any]:
@@ -71,6 +80,8 @@ class TrialObjective:
         data_spec: DataSpec,
         *,
         max_mb: float | None = None,
+        limits: dict[str, float] | None = None,
+        latency_calibration: LatencyCalibration | None = None,
         on_event: EventCallback | None = None,
         before_trial: Callable[[], None] | None = None,
         interrupted: Callable[[], bool] | None = None,
@@ -78,7 +89,9 @@ class TrialObjective:
         self.context = context
         self.data = data
         self.data_spec = data_spec
-        self.max_mb = max_mb
+        # Every budget by metric; the size one keeps its constraint name "max_mb" (older studies have it).
+        self.limits = ({"size_mb": max_mb} if max_mb is not None else {}) | dict(limits or {})
+        self.latency_calibration = latency_calibration
         self.on_event = on_event or (lambda event: None)
         self.before_trial = before_trial or (lambda: None)
         self.interrupted = interrupted or (lambda: False)
@@ -111,26 +124,22 @@ class TrialObjective:
         definition = self.context.definition
         params = definition.space.suggest(trial)
         arch = definition.space.arch_of(params, num_classes=len(self.data.classes)).canonical()
-        # MACs cost a traced forward pass: only counted when an objective asks for them
-        # (pareto, report and export count them for the trials they show).
-        wants_macs = any(o.metric == "macs" for o in definition.objectives)
-        size = describe_size(arch, macs=wants_macs)
-        figures = {"size_mb": size.size_mb, "params": float(size.params), "macs": float(size.macs or 0)}
-        # Every attribute is one database round trip: the figures a user sorts by stand alone,
-        # the rest is grouped.
-        trial.set_user_attr("size_mb", size.size_mb)
+        figures = self._pretraining_figures(trial, arch)
         key = config_key(arch.to_dict(), definition.training.to_dict(), self.data_spec.to_dict())
-        trial.set_user_attr("identity", {"config_key": key, "worker": WORKER_ID, "params": size.params})
-        event = {"trial": trial.number, "thesis": trial.user_attrs.get(THESIS_ATTR), "size_mb": size.size_mb}
+        trial.set_user_attr("identity", {"config_key": key, "worker": WORKER_ID, "params": int(figures["params"])})
+        event = {"trial": trial.number, "thesis": trial.user_attrs.get(THESIS_ATTR), "size_mb": figures["size_mb"]}
         self.on_event({"event": "trial_start", **event, "arch": arch.to_dict()})
 
-        if self.max_mb is not None:
-            trial.set_constraint("max_mb", size.size_mb - self.max_mb)
-            if size.size_mb > self.max_mb:
-                trial.set_user_attr("trained", False)
-                trial.set_user_attr("infeasible", f"{size.size_mb:.3f} MB is over the budget of {self.max_mb} MB")
-                self.on_event({"event": "trial_end", **event, "outcome": "infeasible"})
-                return self._values({**figures, **UNTRAINED})
+        over = []
+        for name, limit in self.limits.items():
+            trial.set_constraint(constraint_name(name), figures[name] - limit)
+            if figures[name] > limit:
+                over.append(f"{name} {figures[name]:.4g} is over the limit of {limit:g}")
+        if over:
+            trial.set_user_attr("trained", False)
+            trial.set_user_attr("infeasible", "; ".join(over))
+            self.on_event({"event": "trial_end", **event, "outcome": "infeasible"})
+            return self._values({**figures, **UNTRAINED})
 
         repeated = self._wait_for_duplicate(trial, key)
         if repeated is not None and repeated.state == TrialState.PRUNED and self._protected(trial):
@@ -169,6 +178,26 @@ class TrialObjective:
         values = self._values({**figures, **{f"val_{k}": val[k] for k in HEADLINE_METRICS}})
         self.on_event({"event": "trial_end", **event, "outcome": "trained", "values": values})
         return values
+
+    def _pretraining_figures(self, trial: optuna.Trial, arch) -> dict[str, float]:
+        """Size and params, and the costlier figures an objective or a limit names, recorded on the trial.
+
+        MACs, latency and int8 size cost a traced pass, an export and timed runs, a quantization:
+        measured only when named (pareto, report and export count MACs for the trials they show).
+        """
+        definition = self.context.definition
+        wanted = {o.metric for o in definition.objectives} | set(self.limits)
+        figures, notes = pretraining_figures(arch, wanted, calibration=self.latency_calibration,
+                                             samples=definition.latency_samples,
+                                             runs=definition.latency_runs)  # fmt: skip
+        # Every attribute is one database round trip: the figures a user sorts by stand alone,
+        # the rest is grouped.
+        trial.set_user_attr("size_mb", figures["size_mb"])
+        for name in sorted(EDGE_FIGURES & wanted):
+            trial.set_user_attr(name, figures[name])
+        if notes:
+            trial.set_user_attr("measured", notes)
+        return figures
 
     def _values(self, figures: dict[str, float]) -> tuple[float, ...]:
         values = tuple(float(figures[o.metric]) for o in self.context.definition.objectives)

@@ -10,11 +10,13 @@ Each function below has a test in ``tests/test_optuna_internals.py``, and pyproj
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
+from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["count_trials", "set_trial_user_attr", "sibling_study", "storage_backend", "trial_by_number", "trial_row",
-           "trials_just_read"]  # fmt: skip
+__all__ = ["count_trials", "hypervolume_of_losses", "set_trial_user_attr", "sibling_study", "storage_backend",
+           "trial_by_number", "trial_row", "trials_just_read"]  # fmt: skip
 
 
 def count_trials(study: optuna.Study, state: TrialState | None = None) -> int:
@@ -61,3 +63,14 @@ def sibling_study(study: optuna.Study, name: str) -> optuna.Study | None:
         return optuna.load_study(study_name=name, storage=study._storage)
     except KeyError:
         return None
+
+
+def hypervolume_of_losses(losses: list[tuple[float, ...]], reference: tuple[float, ...]) -> float:
+    """Hypervolume of minimisation points bounded by ``reference`` (Optuna's exact algorithm, any dimension).
+
+    Points not better than the reference in every objective add nothing and are left out first.
+    """
+    kept = [p for p in losses if all(v < r for v, r in zip(p, reference, strict=True))]
+    if not kept:
+        return 0.0
+    return float(compute_hypervolume(np.asarray(kept, dtype=float), np.asarray(reference, dtype=float)))

@@ -7,6 +7,7 @@ also plots it against cumulative training epochs (``ecgsearch.training_cost``).
 from __future__ import annotations
 
 import html
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import optuna
 import plotly.graph_objects as go
 
 from ecgnet.thesis import thesis_experiments
-from ecgsearch.hypervolume import REFERENCE_AUROC, REFERENCE_MB, hypervolume
+from ecgsearch.hypervolume import REFERENCE_AUROC, REFERENCE_MB, REFERENCES, hypervolume, objective_hypervolume
 from ecgsearch.objective import RUNG_ATTR_PREFIX
 from ecgsearch.results import (
     feasible_trained,
@@ -100,6 +101,11 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
             "thesis": hypervolume([(r["val_micro_auroc"], r["size_mb"]) for r in rows if r["thesis"]]),
             "all": hypervolume([(r["val_micro_auroc"], r["size_mb"]) for r in rows]),
         },
+        # In all the study's objectives (three with latency), to fixed references per objective.
+        "objective_hypervolume": {
+            name: objective_hypervolume([tuple(r["values"]) for r in subset], metric_names, directions)
+            for name, subset in (("searched", searched), ("thesis", [r for r in rows if r["thesis"]]), ("all", rows))
+        },
         "hypervolume_history": hypervolume_history(study),
         "hypervolume_by_epochs": hypervolume_by_epochs(study.get_trials(deepcopy=False)),
         "cost": training_cost(study),
@@ -163,6 +169,32 @@ def _scatter(data: dict[str, Any]) -> go.Figure:
     return figure
 
 
+def _references(names: list[str]) -> str:
+    return ", ".join(f"{n} {REFERENCES.get(n, REFERENCE_AUROC if n.endswith('auroc') else 0.0):g}" for n in names)
+
+
+def _projections(data: dict[str, Any]) -> list[go.Figure]:
+    """With three or more objectives, every pair of them: trials, the front (in all objectives), E1-E18."""
+    names, rows, front = data["metric_names"], data["rows"], data["front"]
+    front_ids = {r["trial"] for r in front}
+    figures = []
+    for x, y in itertools.combinations(names, 2):
+        figure = go.Figure()
+        for label, subset, marker in (
+            ("trials", [r for r in rows if r["trial"] not in front_ids], {"color": "lightgray", "size": 7}),
+            ("Pareto front (all objectives)", front, {"size": 9}),
+            ("thesis E1-E18", [r for r in rows if r["thesis"]], {"symbol": "diamond-open", "size": 11}),
+        ):
+            figure.add_trace(go.Scatter(x=[r["objectives"][x] for r in subset], y=[r["objectives"][y] for r in subset],
+                                        mode="markers", name=label, marker=marker,
+                                        text=[r["thesis"] or f"trial {r['trial']}" for r in subset]))  # fmt: skip
+        figure.update_layout(title=f"{y} vs {x}", xaxis_title=x, yaxis_title=y,
+                             xaxis_type="log" if x in REFERENCES else "linear",
+                             yaxis_type="log" if y in REFERENCES else "linear", height=420)  # fmt: skip
+        figures.append(figure)
+    return figures
+
+
 def write_report(study: optuna.Study, out: Path | str) -> Path:
     """Write a self-contained HTML report (plotly included inline)."""
     data = report_data(study)
@@ -199,7 +231,7 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
                  ", ".join(map(str, entry["dominated_by"])) or "-",
                  ", ".join(map(str, entry["robustly_dominated_by"])) or "-"]  # fmt: skip
         table.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    counts, volumes = data["dominance"], data["hypervolume"]
+    counts, volumes, objective_volumes = data["dominance"], data["hypervolume"], data["objective_hypervolume"]
     title = html.escape(study.study_name)
     style = "body{font-family:sans-serif;max-width:1100px;margin:auto} td,th{padding:2px 8px;text-align:right}"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ecgsearch report: {title}</title>
@@ -218,8 +250,14 @@ seed nothing is claimed).</li>
 <li>Hypervolume on (val micro AUROC, log10 MB), reference AUROC {REFERENCE_AUROC}, {REFERENCE_MB:g} MB:
 searched trials <b id="hv-searched">{volumes["searched"]:.4f}</b>, thesis configurations
 <b id="hv-thesis">{volumes["thesis"]:.4f}</b>, all {volumes["all"]:.4f}.</li>
+<li>Hypervolume in the study's {len(names)} objectives ({html.escape(", ".join(names))}; validation metrics
+as they are, sizes and times on a log10 scale, to fixed references: {html.escape(_references(names))}):
+searched trials <b id="hv-objectives-searched">{objective_volumes["searched"]:.4f}</b>, thesis
+configurations <b id="hv-objectives-thesis">{objective_volumes["thesis"]:.4f}</b>, all
+{objective_volumes["all"]:.4f}.</li>
 </ul>
 {_scatter(data).to_html(full_html=False, include_plotlyjs=True)}
+{"".join(f.to_html(full_html=False, include_plotlyjs=False) for f in _projections(data)) if len(names) > 2 else ""}
 <h2>Pareto front (as <code>ecgsearch pareto</code> lists it)</h2>
 <table id="front">{"".join(front_table)}</table>
 {hv.to_html(full_html=False, include_plotlyjs=False)}

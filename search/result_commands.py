@@ -15,7 +15,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ecgnet.runner import export_outcome, train_seeds
+from ecgnet.export import MODEL_INT8_ONNX
+from ecgnet.int8 import add_int8
+from ecgnet.runner import LoadedData, export_outcome, load_data, train_seeds
 from ecgsearch.definition import StudyDefinition, parse_definition
 from ecgsearch.errors import UserError
 from ecgsearch.optuna_internals import count_trials, trial_by_number
@@ -78,13 +80,18 @@ def export(
     out: Path,
     *,
     trial: int | None,
-    max_mb: float | None,
+    limits: dict[str, float],
     retrain: bool,
     seeds: int,
     epochs: int | None,
     console: Console,
+    int8: bool = False,
 ) -> None:
-    """Write a trial's model directory, from its artifacts or retrained with ``seeds`` seeds."""
+    """Write a trial's model directory, from its artifacts or retrained with ``seeds`` seeds.
+
+    ``int8``: also ``model.int8.onnx``, calibrated on the study's training windows, scored on its
+    validation and test sets (``ecgnet.int8.add_int8``).
+    """
     study, _ = load_existing_study(workspace, storage, study_name)
     if trial is not None:
         # Looked up by number, never used as a list index, where -18 would quietly pick a trial.
@@ -97,7 +104,7 @@ def export(
         chosen = found
     else:
         try:
-            chosen = best_trial(study, max_mb)
+            chosen = best_trial(study, limits)
         except LookupError as exc:
             raise UserError(str(exc)) from None
     if not retrain:
@@ -106,6 +113,10 @@ def export(
         except LookupError as exc:
             raise UserError(str(exc)) from None
         console.print(f"exported trial {chosen.number} to {out}", highlight=False)
+        if int8:
+            definition = definition_of(study)
+            spec = dataclasses.replace(definition.data_spec, cache=study.user_attrs["data_cache"])
+            _add_int8(out, load_data(spec, definition.training), console)
         return
     definition = definition_of(study)
     config = definition.training if epochs is None else dataclasses.replace(definition.training, epochs=epochs)
@@ -119,6 +130,19 @@ def export(
     export_outcome(kept, out, data, spec, config, exported_from={"study": study_name, "trial": chosen.number},
                    retrained={"seeds": [o.seed for o in outcomes], "kept_seed": kept.seed})  # fmt: skip
     console.print(f"retrained trial {chosen.number} (blocks {list(arch.blocks)}) and exported to {out}")
+    if int8:
+        _add_int8(out, data, console)
+
+
+def _add_int8(out: Path, data: LoadedData, console: Console) -> None:
+    figures = add_int8(out, data.train, data.val, data.test)
+    int8, fp32 = figures["int8"], figures["fp32_onnx"]
+    console.print(
+        f"int8: {out / MODEL_INT8_ONNX}, {int8['size_mb']:.3f} MB ({int8['size_mb'] / fp32['size_mb']:.2f}x fp32), "
+        f"val micro AUROC {int8['validation']['micro_auroc']:.4f} (fp32 {fp32['validation']['micro_auroc']:.4f}), "
+        f"{int8['latency_ms']:.2f} ms (fp32 {fp32['latency_ms']:.2f} ms, one thread)",
+        highlight=False,
+    )
 
 
 def definition_of(study: optuna.Study) -> StudyDefinition:

@@ -74,6 +74,8 @@ def trial_row(
         "size_mb": attrs.get("size_mb"),
         "params": attrs.get("identity", {}).get("params"),
         "macs": describe_size(space.arch_of(trial.params, num_classes=num_classes), macs=True).macs if macs else None,
+        "latency_ms": attrs.get("latency_ms"),
+        "int8_size_mb": attrs.get("int8_size_mb"),
         "repeats_trial": attrs.get("repeats_trial"),
         "values": values,
         "objectives": dict(zip(metric_names, values, strict=False)) if metric_names else {},
@@ -162,12 +164,25 @@ def repeats_line(study: optuna.Study) -> str:
             f"{stopped}")  # fmt: skip
 
 
-def best_trial(study: optuna.Study, max_mb: float | None = None, metric: str = "val_micro_auroc") -> FrozenTrial:
-    """Highest validation ``metric`` among feasible trained trials within ``max_mb``."""
-    candidates = [t for t in feasible_trained(study) if max_mb is None or t.user_attrs["size_mb"] <= max_mb]
-    candidates = [t for t in candidates if t.user_attrs.get(metric) is not None]
+def best_trial(
+    study: optuna.Study, limits: dict[str, float] | None = None, metric: str = "val_micro_auroc"
+) -> FrozenTrial:
+    """Highest validation ``metric`` among feasible trained trials within ``limits`` (metric to largest value).
+
+    A limit on a figure the study did not measure (e.g. latency_ms in a study that never timed
+    its networks) is a LookupError naming it.
+    """
+    limits = limits or {}
+    candidates = [t for t in feasible_trained(study) if t.user_attrs.get(metric) is not None]
+    for name, limit in limits.items():
+        if candidates and all(t.user_attrs.get(name) is None for t in candidates):
+            raise LookupError(f"study {study.study_name!r} did not measure {name} for its trials, so a limit "
+                              "on it cannot be checked (a study measures it when an objective or --max "
+                              "names it)")  # fmt: skip
+        candidates = [t for t in candidates if t.user_attrs.get(name) is not None and t.user_attrs[name] <= limit]
     if not candidates:
-        budget = f" within {max_mb} MB" if max_mb is not None else ""
+        budget = " within " + ", ".join(f"{v:g} MB" if n == "size_mb" else f"{n} {v:g}" for n, v in limits.items())
+        budget = budget if limits else ""
         raise LookupError(f"study {study.study_name!r} has no trained feasible trial{budget}")
     return max(candidates, key=lambda t: (t.user_attrs[metric], -t.number))
 

@@ -160,7 +160,7 @@ def run(
     for change in context.changes:
         console.print(f"study {context.study_name}: {change} (recorded in the study's settings_log)", highlight=False)
     chosen = study_settings(study)
-    budget = f", at most {chosen.max_mb} MB" if chosen.max_mb is not None else ""
+    budget = "".join(f", {name} at most {value:g}" for name, value in chosen.all_limits().items())
     console.print(
         f"study [bold]{context.study_name}[/bold] ({context.definition.source}), {chosen.total} trials{budget}, "
         f"sampler {chosen.sampler}, storage {redact(context.storage_url)}, data {context.cache}",

@@ -23,6 +23,7 @@ SETTINGS_LOG_ATTR = "settings_log"
 FLAGS = {
     "total": "--trials",
     "max_mb": "--max-mb",
+    "limits": "--max",
     "sampler": "--sampler",
     "thesis": "--thesis/--no-thesis",
     "heartbeat_interval": "--heartbeat-interval",
@@ -42,6 +43,7 @@ class StudySettings:
 
     ``total`` counts the trials the study holds when done (failed ones are replaced by their
     retries); ``max_mb`` is the size budget (None: no budget, no constraint on any trial);
+    ``limits`` the other budgets (``--max latency_ms=5``: metric to largest value allowed);
     ``max_consecutive_failures``: a worker stops after this many trials in a row failed for the
     same reason.
     """
@@ -54,6 +56,11 @@ class StudySettings:
     grace_period: int
     max_retries: int
     max_consecutive_failures: int
+    limits: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def all_limits(self) -> dict[str, float]:
+        """Every budget, the size one included: metric to the largest value a feasible trial has."""
+        return ({"size_mb": self.max_mb} if self.max_mb is not None else {}) | dict(self.limits)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as the study records them (a user attribute)."""
@@ -61,8 +68,8 @@ class StudySettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudySettings:
-        """Settings from what a study recorded."""
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        """Settings from what a study recorded (studies created before ``limits`` existed have none)."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 def settle(

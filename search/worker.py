@@ -37,6 +37,7 @@ from ecgnet.runner import load_data
 from ecgsearch.confirm import ConfirmObjective, is_confirm_study
 from ecgsearch.objective import EventCallback, TrialInterrupted, TrialObjective
 from ecgsearch.optuna_internals import count_trials, storage_backend, trial_row
+from ecgsearch.pretraining_figures import calibrate_latency
 from ecgsearch.retry import RetryFailedTrial
 from ecgsearch.signals import install_time_warning_handler, time_warning
 from ecgsearch.storage import DatabaseLock
@@ -113,8 +114,18 @@ def run_worker(
         state["in_trial"] = True
         lock.release()
 
-    objective = objective_class(context, data, spec, max_mb=settings.max_mb, on_event=on_event,
-                                before_trial=release_lock, interrupted=lambda: state["terminate"])  # fmt: skip
+    calibration = None
+    if "latency_ms" in {o.metric for o in context.definition.objectives} | set(settings.limits):
+        # Under the lock: workers starting together agree on the study's reference latency.
+        lock.acquire()
+        try:
+            calibration = calibrate_latency(study, len(data.classes), context.definition.latency_samples,
+                                            context.definition.latency_runs)  # fmt: skip
+        finally:
+            lock.release()
+    objective = objective_class(context, data, spec, max_mb=settings.max_mb, limits=settings.limits,
+                                latency_calibration=calibration, on_event=on_event, before_trial=release_lock,
+                                interrupted=lambda: state["terminate"])  # fmt: skip
     report = WorkerReport()
     recent_failures: list[str] = []
     poll = max(1.0, min(float(settings.heartbeat_interval), MAX_WAIT_POLL_SECONDS))

@@ -64,3 +64,15 @@ def slow_definition(tmp_path: Path) -> Path:
     path = tmp_path / "slow.toml"
     path.write_text(TINY.read_text().replace("epochs = 1", "epochs = 6").replace("window = 512", "window = 1024"))
     return path
+
+
+def ecgsearch(capsys, monkeypatch, *args: object) -> tuple[int, str, str]:
+    """The console script in this process (a new interpreter costs seconds of imports): code, stdout, stderr."""
+    from ecgsearch.cli import main
+
+    monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
+    monkeypatch.setattr(sys, "argv", ["ecgsearch", *map(str, args)])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    captured = capsys.readouterr()
+    return int(ended.value.code or 0), captured.out, captured.err

@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import re
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from search_helpers import environment, load, run, unique_name, worker_command
+from search_helpers import ecgsearch, environment, load, run, unique_name, worker_command
 
-from ecgsearch.cli import main
 from ecgsearch.results import seed_summary, seed_table
 from ecgsearch.seeds import SeedSummary, dominates, robustly_dominates
 
@@ -61,16 +59,6 @@ def study(tmp_path_factory) -> dict:
     assert again.returncode == 0, again.stderr + again.stdout
     repeat = load(url, name).get_trials()[-1]
     return {"workspace": workspace, "name": name, "url": url, "e18": e18, "e16": e16, "repeat": repeat}
-
-
-def ecgsearch(capsys, monkeypatch, *args: object) -> tuple[int, str, str]:
-    """The console script in this process (a new interpreter costs seconds of imports): code, stdout, stderr."""
-    monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
-    monkeypatch.setattr(sys, "argv", ["ecgsearch", *map(str, args)])
-    with pytest.raises(SystemExit) as ended:
-        main()
-    captured = capsys.readouterr()
-    return int(ended.value.code or 0), captured.out, captured.err
 
 
 def test_confirm_adds_seeds_that_pareto_and_report_show(study: dict, tmp_path: Path, capsys, monkeypatch) -> None:

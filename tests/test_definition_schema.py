@@ -131,7 +131,8 @@ def test_many_problems_make_a_few_lines(tmp_path: Path) -> None:
 
 def test_shipped_definitions_and_tiny_load_with_unchanged_fingerprints() -> None:
     fingerprints = {name: load_definition(name).fingerprint() for name in [*shipped_definitions(), str(TINY)]}
-    assert fingerprints == {"demo": "833cc0ef5f678137", "demo-long": "47d767155e8d58f5", "thesis": "e759a62f90577c34",
+    assert fingerprints == {"demo": "833cc0ef5f678137", "demo-edge": "5264e8e63bed9bbd",
+                            "demo-long": "47d767155e8d58f5", "thesis": "e759a62f90577c34",
                             str(TINY): "953b41099d99cf42"}  # fmt: skip
     # demo-long is the demo trained longer, with early stopping: same data, space, objectives, thesis trials.
     demo, long = load_definition("demo"), load_definition("demo-long")
@@ -139,6 +140,12 @@ def test_shipped_definitions_and_tiny_load_with_unchanged_fingerprints() -> None
     assert (long.data, long.space, long.objectives, long.fixed_trials) == (demo.data, demo.space, demo.objectives,
                                                                           demo.fixed_trials)  # fmt: skip
     assert long.early_stopping.rungs == (1, 3) and load_definition("thesis").early_stopping.rungs == (3, 9)
+    # demo-edge is the demo with CPU latency as a third objective, timed on 4096 samples.
+    edge = load_definition("demo-edge")
+    assert (edge.data, edge.space, edge.training, edge.fixed_trials) == (demo.data, demo.space, demo.training,
+                                                                         demo.fixed_trials)  # fmt: skip
+    assert [o.metric for o in edge.objectives] == ["val_micro_auroc", "size_mb", "latency_ms"]
+    assert (edge.latency_samples, edge.latency_runs) == (4096, 30) and demo.latency_samples == 4096
     tiny = load_definition(TINY)
     assert tiny.sampler == {"name": "tpe", "n_startup_trials": 4} and tiny.default_trials == 6
     assert tiny.training == TrainConfig(epochs=1, batch_size=16, window=512)

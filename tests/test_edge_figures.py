@@ -8,6 +8,7 @@ import onnxruntime
 import pytest
 import torch
 
+from ecgnet.arch import ArchConfig
 from ecgnet.export import export_onnx
 from ecgnet.int8 import int8_size_mb, quantize_int8, random_calibration
 from ecgnet.latency import cpu_model, model_latency, onnx_latency
@@ -52,5 +53,8 @@ def test_latency_is_a_median_of_timed_runs_with_where_it_was_measured(tmp_path) 
     assert latency.cpu == cpu_model() and latency.cpu and latency.onnxruntime == onnxruntime.__version__
     # A larger network takes longer on one thread.
     assert model_latency(ECGResNet(thesis_config("E12")), samples=1024, runs=5).median_ms > latency.median_ms
+    # Without a metadata layer the graph has no metadata input: only the declared inputs are fed.
+    assert model_latency(ECGResNet(ArchConfig(metadata_features=0)), samples=1024, runs=3).median_ms > 0
+    assert int8_size_mb(ECGResNet(ArchConfig(metadata_features=0, width_multiplier=0.125))) > 0
     with pytest.raises(ValueError, match=r"runs \(0\) and samples"):
         onnx_latency(tmp_path / "absent.onnx", runs=0)

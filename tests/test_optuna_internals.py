@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from ecgsearch.optuna_internals import (
     count_trials,
+    hypervolume_of_losses,
     set_trial_user_attr,
     sibling_study,
     storage_backend,
@@ -82,3 +83,9 @@ def test_sibling_study_opens_another_study_of_the_same_storage(study: optuna.Stu
     found = sibling_study(study, "s.confirm")
     assert found is not None and [t.values for t in found.get_trials()] == [[0.9, 2.0]]
     assert sibling_study(study, "no such study") is None
+
+
+def test_hypervolume_of_losses_is_optunas_exact_hypervolume() -> None:
+    # Two boxes to the reference (3, 3, 3): 2x2x2 from (1, 1, 1) and 1x3x3 from (2, 0, 0), overlapping in 1x2x2.
+    assert hypervolume_of_losses([(1.0, 1.0, 1.0), (2.0, 0.0, 0.0)], (3.0, 3.0, 3.0)) == pytest.approx(8 + 9 - 4)
+    assert hypervolume_of_losses([(4.0, 0.0, 0.0)], (3.0, 3.0, 3.0)) == 0.0  # not inside the reference

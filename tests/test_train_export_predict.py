@@ -20,7 +20,8 @@ from ecgnet.arch import ArchConfig
 from ecgnet.data.dataset import minmax_scale
 from ecgnet.data.labels import class_set
 from ecgnet.errors import InputError
-from ecgnet.export import export_model, load_model
+from ecgnet.export import MODEL_INT8_ONNX, export_model, load_model
+from ecgnet.int8 import add_int8, onnx_probabilities
 from ecgnet.model import ECGResNet
 from ecgnet.predict import predict_files
 from ecgnet.runner import DataSpec, export_outcome, load_data, train_and_evaluate
@@ -190,3 +191,29 @@ def test_cli_predict_exit_code_says_whether_any_failed(exported: Path, tmp_path:
     mixed = subprocess.run([script, "predict", str(exported), *both], capture_output=True, text=True)
     assert mixed.returncode == 1
     assert "gone.hea" in mixed.stderr and "E07500.hea" in mixed.stdout
+
+
+def test_int8_export_tracks_the_fp32_model_and_predicts(exported: Path, data, tmp_path: Path) -> None:
+    model_dir = Path(shutil.copytree(exported, tmp_path / "m"))
+    figures = add_int8(model_dir, data.train, data.val, data.test)
+    int8, fp32 = figures["int8"], figures["fp32_onnx"]
+    assert (model_dir / MODEL_INT8_ONNX).stat().st_size / 2**20 == pytest.approx(int8["size_mb"])
+    assert int8["size_mb"] < 0.6 * fp32["size_mb"]  # a tiny network: scales and graph weigh more than in E1
+    info = json.loads((model_dir / "model.json").read_text())
+    assert info["int8"]["file"] == MODEL_INT8_ONNX and info["int8"]["latency"]["onnxruntime"] == onnxruntime.__version__
+    # The fp32 ONNX file scores what the PyTorch model scored; the int8 one stays close to it.
+    torch_val = info["metrics"]["validation"]["micro_auroc"]
+    assert fp32["validation"]["micro_auroc"] == pytest.approx(torch_val, abs=1e-4)
+    assert abs(int8["validation"]["micro_auroc"] - torch_val) < 0.03
+    assert abs(int8["test"]["micro_auroc"] - fp32["test"]["micro_auroc"]) < 0.03
+    want = onnx_probabilities(model_dir / "model.onnx", data.val)
+    got = onnx_probabilities(model_dir / MODEL_INT8_ONNX, data.val)
+    assert np.corrcoef(want.ravel(), got.ravel())[0, 1] > 0.95
+    # predict --int8 runs the int8 file, and agrees with the PyTorch model within quantization error.
+    copy_record("E07500", tmp_path)
+    [plain] = predict_files(model_dir, [tmp_path / "E07500.hea"])
+    [quantized] = predict_files(model_dir, [tmp_path / "E07500.hea"], int8=True)
+    assert quantized.error is None and set(quantized.probabilities) == set(plain.probabilities)
+    assert max(abs(quantized.probabilities[k] - plain.probabilities[k]) for k in plain.probabilities) < 0.1
+    with pytest.raises(FileNotFoundError, match="export --int8"):
+        predict_files(exported, [tmp_path / "E07500.hea"], int8=True)

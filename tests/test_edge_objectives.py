@@ -1,0 +1,128 @@
+"""Edge objectives in a study: latency as a third objective, limits before training, N-objective results.
+
+The study: the tiny definition with CPU latency as a third objective and an int8-size limit
+that E16 (0.25 MB in int8) breaks and E18 (0.12 MB) keeps. Int8 size depends on the network's
+structure only, so the limit's outcome is the same on every machine; latency is not, and is
+only checked for being recorded with how it was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+from search_helpers import TINY, ecgsearch, load, unique_name
+
+from ecgsearch.hypervolume import hypervolume, objective_hypervolume
+from ecgsearch.optuna_internals import hypervolume_of_losses
+from ecgsearch.pretraining_figures import LATENCY_REFERENCE_ATTR
+
+THREE = ["val_micro_auroc", "size_mb", "latency_ms"]
+DIRECTIONS = ["maximize", "minimize", "minimize"]
+
+
+def test_objective_hypervolume_equals_the_two_objective_one_and_extends_to_three() -> None:
+    points = [(0.75, 6.4), (0.6, 0.64), (0.7, 6.4), (0.45, 0.01), (0.9, 100.0), (0.8, 3.0)]
+    two = objective_hypervolume(points, THREE[:2], DIRECTIONS[:2])
+    assert two == pytest.approx(hypervolume(points))
+    # One point: a box of (AUROC - 0.5) x log10(64 / MB) x log10(1000 / ms).
+    box = objective_hypervolume([(0.8, 1.0, 10.0)], THREE, DIRECTIONS)
+    assert box == pytest.approx(0.3 * math.log10(64) * 2)
+    # A dominated point adds nothing; one past a reference adds nothing.
+    assert objective_hypervolume([(0.8, 1.0, 10.0), (0.7, 2.0, 20.0), (0.9, 1.0, 5000.0)], THREE,
+                                 DIRECTIONS) == pytest.approx(box)  # fmt: skip
+    assert hypervolume_of_losses([(1.0, 1.0, 1.0), (0.0, 0.0, 0.0)], (2.0, 2.0, 2.0)) == pytest.approx(8.0)
+    assert hypervolume_of_losses([(3.0, 0.0, 0.0)], (2.0, 2.0, 2.0)) == 0.0
+
+
+@pytest.fixture(scope="module")
+def edge_study(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("edge")
+    definition = root / "edge.toml"
+    definition.write_text(
+        TINY.read_text().replace(
+            """[sampler]""",
+            """[[objectives]]
+metric = "latency_ms"
+direction = "minimize"
+
+[sampler]""",
+        )
+        + "\n[latency]\nsamples = 1024\nruns = 30\n"
+    )
+    return {"workspace": root / "ws", "definition": definition, "name": unique_name("edge")}
+
+
+def test_a_three_objective_study_with_an_int8_limit(edge_study: dict, capsys, monkeypatch) -> None:
+    workspace, name = edge_study["workspace"], edge_study["name"]
+    common = ["--study-name", name, "--workspace", workspace]
+    code, out, err = ecgsearch(capsys, monkeypatch, "worker", "--study-def", edge_study["definition"], *common,
+                               "--trials", "4", "--max", "int8_size_mb=0.2")  # fmt: skip
+    assert code == 0, err + out
+    assert "int8_size_mb at most 0.2" in out
+    study = load(f"sqlite:///{workspace / 'study.db'}", name)
+    assert study.metric_names == THREE
+    trials = {t.user_attrs.get("thesis_experiment") or t.number: t for t in study.get_trials()}
+    e16, e18 = trials["E16"], trials["E18"]
+    # Over the int8 limit: infeasible before training, with its constraint set.
+    assert e16.state == TrialState.COMPLETE and "history" not in e16.user_attrs
+    assert e16.user_attrs["infeasible"].startswith("int8_size_mb 0.2")
+    assert e16.constraints == {"max_int8_size_mb": pytest.approx(e16.user_attrs["int8_size_mb"] - 0.2)}
+    assert (
+        e18.user_attrs["trained"] and e18.user_attrs["int8_size_mb"] < 0.2 and e18.constraints["max_int8_size_mb"] < 0
+    )
+    # Latency: the third objective, scaled to the study's reference CPU, recorded with how it was measured.
+    reference = study.user_attrs[LATENCY_REFERENCE_ATTR]
+    assert reference["network"] == "E1" and reference["samples"] == 1024 and reference["median_ms"] > 0
+    measured = e18.user_attrs["measured"]["latency"]
+    assert measured["runs"] == 30 and measured["cpu"] and measured["onnxruntime"]
+    assert e18.values[2] == pytest.approx(e18.user_attrs["latency_ms"])
+    assert e18.user_attrs["latency_ms"] == pytest.approx(measured["median_ms"] * measured["scale"])
+
+    code, out, err = ecgsearch(capsys, monkeypatch, "pareto", *common, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert rows and all(set(row["objectives"]) == set(THREE) and row["latency_ms"] > 0 for row in rows)
+    assert e16.number not in {row["trial"] for row in rows}
+
+    # export --best within limits: the highest validation AUROC among trials within them.
+    fastest = min((t for t in study.get_trials() if t.user_attrs.get("trained")), key=lambda t: t.values[2])
+    within = f"latency_ms={fastest.values[2] * 1.0001}"
+    code, out, err = ecgsearch(capsys, monkeypatch, "export", "--best", "--max", within, "--out", workspace / "best",
+                               "--int8", *common)  # fmt: skip
+    assert code == 0, err
+    assert f"exported trial {fastest.number}" in out and "int8: " in out
+    int8 = json.loads((workspace / "best" / "model.json").read_text())["int8"]
+    assert (workspace / "best" / "model.int8.onnx").exists() and int8["int8"]["size_mb"] < int8["fp32_onnx"]["size_mb"]
+    assert set(int8["int8"]["test"]) == {"micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc"}
+    code, out, err = ecgsearch(capsys, monkeypatch, "export", "--best", "--max", "macs=1", "--out",
+                               workspace / "none", *common)  # fmt: skip
+    assert code == 2 and "did not measure macs" in err
+
+    code, out, err = ecgsearch(capsys, monkeypatch, "report", *common, "--out", workspace / "report.html")
+    assert code == 0, err
+    page = (workspace / "report.html").read_text()
+    assert 'id="hv-objectives-all"' not in page and "latency_ms vs size_mb" in page and "hv-objectives-thesis" in page
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--max", "latency=5"],
+            "'latency=5': the metric must be one of size_mb, params, macs, latency_ms, int8_size_mb",
+        ),
+        (["--max", "latency_ms=fast"], "give METRIC=VALUE with a number"),
+        (["--max", "latency_ms=-1"], "a budget must be a number above 0"),
+        (["--max-mb", "1", "--max", "size_mb=2"], "--max-mb 1 and --max size_mb=2 disagree"),
+        (["--max", "val_micro_auroc=0.9"], "the metric must be one of"),
+    ],
+)
+def test_a_bad_limit_is_one_error_line_before_any_study(flags: list[str], message: str, tmp_path: Path, capsys,
+                                                        monkeypatch) -> None:  # fmt: skip
+    code, _, err = ecgsearch(capsys, monkeypatch, "run", "--study-def", TINY, "--workspace", tmp_path / "ws", *flags)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "ws" / "study.db").exists()
