@@ -15,6 +15,7 @@ import math
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ecgnet.train_config import TrainConfig
 from ecgsearch.hypervolume import hypervolume
 
 __all__ = ["TrainingCost", "epochs_trained", "hypervolume_by_epochs", "stopped_at_rungs", "training_cost"]
@@ -54,9 +55,14 @@ class TrainingCost:
 
 
 def budget_epochs(study: optuna.Study) -> int | None:
-    """The epochs a trial of this study trains in full (None when the budget is in steps)."""
-    epochs = study.user_attrs.get("definition", {}).get("training", {}).get("epochs")
-    return int(epochs) if epochs is not None else None
+    """The epochs a trial of this study trains in full (None when the budget is in steps).
+
+    A definition that leaves ``epochs`` out trains TrainConfig's default.
+    """
+    training = study.user_attrs.get("definition", {}).get("training", {})
+    if training.get("max_steps") is not None:
+        return None
+    return int(training.get("epochs", TrainConfig().epochs))
 
 
 def training_cost(study: optuna.Study) -> TrainingCost:
@@ -69,8 +75,10 @@ def training_cost(study: optuna.Study) -> TrainingCost:
     spent = sum(epochs_trained(t) for t in trials)
     full = budget_epochs(study)
     stopped = [t for t in trials if t.state == TrialState.PRUNED]
-    extra = sum(max(0, full - epochs_trained(t)) for t in stopped if "rung" in t.user_attrs.get("stopped", {}))
-    return TrainingCost(epochs=spent, full_budget_epochs=spent + (extra if full else 0), stopped=len(stopped))
+    extra = 0
+    if full is not None:
+        extra = sum(max(0, full - epochs_trained(t)) for t in stopped if "rung" in t.user_attrs.get("stopped", {}))
+    return TrainingCost(epochs=spent, full_budget_epochs=spent + extra, stopped=len(stopped))
 
 
 def hypervolume_by_epochs(trials: list[FrozenTrial]) -> list[tuple[int, float]]:

@@ -18,7 +18,7 @@ from ecgsearch.proposals import UnseenProposalSampler
 from ecgsearch.report import report_data, write_report
 from ecgsearch.results import repeats_line
 from ecgsearch.study import create_sampler
-from ecgsearch.training_cost import hypervolume_by_epochs, training_cost
+from ecgsearch.training_cost import budget_epochs, hypervolume_by_epochs, training_cost
 
 AUROC_MB = ("maximize", "minimize")
 
@@ -172,3 +172,10 @@ def test_a_bad_early_stopping_section_is_refused_naming_the_problem(section: str
     with pytest.raises(DefinitionError) as refused:
         load_definition(path)
     assert str(path) in str(refused.value) and message in str(refused.value)
+
+
+@pytest.mark.parametrize(("training", "epochs"), [({"epochs": 9}, 9), ({}, 30), ({"max_steps": 50}, None)])
+def test_the_full_budget_is_the_definition_s_epochs_or_the_default(training: dict, epochs: int | None) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("definition", {"training": training})
+    assert budget_epochs(study) == epochs
