@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from ecgnet.latency import cpu_model
 from ecgnet.metric_names import HEADLINE_METRICS
 from ecgsearch.study import THESIS_ATTR
 
@@ -58,7 +58,7 @@ def table_of(study: optuna.Study, command: list[str], seconds: float) -> dict:
         "made_by": " ".join(["python", *command]),
         "definition": "demo-long without [early_stopping] (every trial trains 9 epochs)",
         "validation": "per-epoch validation metrics of the demo data's validation fold",
-        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        "machine": f"{cpu_model()}, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} threads",
         "hours": round(seconds / 3600, 2),
         "records": records,
