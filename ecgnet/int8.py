@@ -11,6 +11,7 @@ before any training, as sizes are checked before training everywhere else.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import tempfile
@@ -28,16 +29,15 @@ from ecgnet.data.dataset import RecordDataset, WindowDataset, minmax_scale
 from ecgnet.data.labels import ClassSet, class_set
 from ecgnet.export import MODEL_INT8_ONNX, MODEL_JSON, MODEL_ONNX, export_onnx
 from ecgnet.latency import graph_inputs, onnx_latency
+from ecgnet.metric_names import INT8_METRICS
 from ecgnet.metrics import classification_metrics
 from ecgnet.model import METADATA_INPUTS, ECGResNet
 
-__all__ = ["CALIBRATION_WINDOWS", "MODEL_INT8_ONNX", "add_int8", "int8_size_mb", "onnx_probabilities",
-           "quantize_int8", "random_calibration", "training_calibration"]  # fmt: skip
+__all__ = ["CALIBRATION_WINDOWS", "MODEL_INT8_ONNX", "add_int8", "compact_names", "int8_scores", "int8_size_mb",
+           "onnx_probabilities", "quantize_int8", "random_calibration", "training_calibration"]  # fmt: skip
 
 CALIBRATION_WINDOWS = 32
 MB = 2**20
-# The figures model.json keeps for the int8 model and its fp32 ONNX twin.
-INT8_METRICS = ("micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc")
 
 Calibration = Iterable[tuple[np.ndarray, np.ndarray]]  # (signal (1, leads, samples), metadata (1, 3)) float32
 
@@ -67,12 +67,42 @@ def quantize_int8(onnx_path: Path | str, out_path: Path | str, calibration: Cali
         try:
             quant_pre_process(str(onnx_path), str(prepared))
             declared = {i.name for i in onnx.load(str(prepared)).graph.input}
-            quantize_static(str(prepared), str(out_path), _Windows(calibration, declared), quant_format=QuantFormat.QDQ,
-                            per_channel=True, weight_type=QuantType.QInt8,
+            quantized = Path(tmp) / "quantized.onnx"
+            quantize_static(str(prepared), str(quantized), _Windows(calibration, declared),
+                            quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8)  # fmt: skip
         finally:
             logging.getLogger().setLevel(quiet)
+        onnx.save(compact_names(onnx.load(str(quantized))), str(out_path))
     return out_path
+
+
+def compact_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with short tensor names, no node names and no shape annotations; computes the same.
+
+    The quantizer names every tensor after its path in the network plus a suffix per Q/DQ step
+    (``/layer1/layer1.0/conv1/Conv_output_0_QuantizeLinear_Output``) and the pre-processing
+    annotates every shape: in the smallest networks (E18: 63 KB of int8 weights) these strings
+    made up a third of the file. Graph inputs and outputs keep their names.
+    """
+    graph = model.graph
+    kept = {value.name for value in (*graph.input, *graph.output)}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in kept:
+            return name
+        return short.setdefault(name, format(len(short), "x"))
+
+    for initializer in graph.initializer:
+        initializer.name = rename(initializer.name)
+    for node in graph.node:
+        node.name = ""
+        node.doc_string = ""
+        node.input[:] = [rename(name) for name in node.input]
+        node.output[:] = [rename(name) for name in node.output]
+    del graph.value_info[:]
+    return model
 
 
 def random_calibration(leads: int = 12, samples: int = 4096, count: int = 4, seed: int = 0) -> list:
@@ -95,7 +125,14 @@ def training_calibration(train: WindowDataset, count: int = CALIBRATION_WINDOWS,
     """``count`` training windows, scaled as the model sees them: what the activation ranges are set on."""
     rng = np.random.default_rng(seed)
     items = sorted(rng.choice(len(train), size=min(count, len(train)), replace=False).tolist())
-    signal, metadata, _ = train[items]
+    # The crops of epoch 0, whatever epoch training left the dataset at: the same model is then
+    # calibrated alike by the objective (after training) and by export (a freshly loaded set).
+    trained_epoch = train.epoch
+    train.set_epoch(0)
+    try:
+        signal, metadata, _ = train[items]
+    finally:
+        train.set_epoch(trained_epoch)
     scaled = minmax_scale(signal).numpy()
     return [(scaled[i : i + 1], metadata[i : i + 1].numpy().astype(np.float32)) for i in range(len(items))]
 
@@ -116,6 +153,20 @@ def _scores(onnx_path: Path, data: RecordDataset, classes: ClassSet, thresholds:
     metrics = classification_metrics(data.targets.numpy().astype(bool), onnx_probabilities(onnx_path, data), classes,
                                      thresholds)  # fmt: skip
     return {name: metrics[name] for name in INT8_METRICS}
+
+
+def int8_scores(
+    model: ECGResNet, train: WindowDataset, data: RecordDataset, classes: ClassSet, thresholds: list[float]
+) -> dict[str, float]:
+    """``INT8_METRICS`` of ``model`` quantized as ``add_int8`` does (calibrated on training windows), on ``data``.
+
+    Whole records, as the fp32 validation figures are, so the two differ by quantization alone.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / MODEL_ONNX
+        export_onnx(copy.deepcopy(model).cpu(), fp32)  # a copy: the caller's model stays on its device
+        int8 = quantize_int8(fp32, Path(tmp) / MODEL_INT8_ONNX, training_calibration(train))
+        return _scores(int8, data, classes, np.asarray(thresholds))
 
 
 def add_int8(model_dir: Path | str, train: WindowDataset, val: RecordDataset, test: RecordDataset) -> dict[str, Any]:

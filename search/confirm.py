@@ -21,11 +21,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ecgnet.metric_names import HEADLINE_METRICS
 from ecgnet.runner import RunOutcome, reseeded, train_and_evaluate
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
-from ecgsearch.objective import TrialObjective, result_record
+from ecgsearch.objective import TrialObjective, result_record, trained_figures
 from ecgsearch.optuna_internals import sibling_study
 from ecgsearch.seeds import CONFIRMS_ATTR, SEED_ATTR, network_trial
 from ecgsearch.storage import database_lock
@@ -122,10 +121,10 @@ class ConfirmObjective(TrialObjective):
                        "confirms": trial.user_attrs[CONFIRMS_ATTR]})  # fmt: skip
         training = dataclasses.replace(definition.training, seed=seed)
         outcome = self._train(trial, arch, training=training)
-        val = outcome.result.val_metrics
-        trial.set_user_attr("result", result_record(outcome))
+        int8_val = self._int8_scores(outcome)
+        trial.set_user_attr("result", result_record(outcome, int8_val))
         trial.set_user_attr("trained", True)
-        values = self._values({**figures, **{f"val_{k}": val[k] for k in HEADLINE_METRICS}})
+        values = self._values({**figures, **trained_figures(outcome, int8_val)})
         self.on_event({"event": "trial_end", **event, "outcome": f"seed {seed} of trial "
                        f"{trial.user_attrs[CONFIRMS_ATTR]}", "values": values})  # fmt: skip
         return values

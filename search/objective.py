@@ -23,7 +23,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ecgnet.metric_names import HEADLINE_METRICS
+from ecgnet.int8 import int8_scores
+from ecgnet.metric_names import HEADLINE_METRICS, INT8_METRICS
 from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, train_and_evaluate
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
@@ -32,11 +33,21 @@ from ecgsearch.optuna_internals import trials_just_read
 from ecgsearch.pretraining_figures import LatencyCalibration, pretraining_figures
 from ecgsearch.study import THESIS_ATTR, WORKER_ID, SearchContext
 
-__all__ = ["TrialInterrupted", "TrialObjective", "config_key", "constraint_name", "result_record"]
+__all__ = [
+    "TrialInterrupted",
+    "TrialObjective",
+    "config_key",
+    "constraint_name",
+    "result_record",
+    "rung_metric",
+    "trained_figures",
+]
 
 EventCallback = Callable[[dict[str, Any]], None]
 # What an untrained (infeasible) trial reports: chance level, ignored by the samplers.
-UNTRAINED = {f"val_{name}": 0.5 if name.endswith("auroc") else 0.0 for name in HEADLINE_METRICS}
+UNTRAINED = {f"val_{name}": 0.5 if name.endswith("auroc") else 0.0
+             for name in HEADLINE_METRICS + tuple(f"int8_{m}" for m in INT8_METRICS)}  # fmt: skip
+INT8_PREFIX = "val_int8_"
 DUPLICATE_POLL_SECONDS = 2.0
 # A trial's objectives at a rung epoch under [early_stopping]: user attribute "rung_<epoch>".
 RUNG_ATTR_PREFIX = "rung_"
@@ -50,14 +61,36 @@ def constraint_name(metric: str) -> str:
     return "max_mb" if metric == "size_mb" else f"max_{metric}"
 
 
-def result_record(outcome: RunOutcome) -> dict[str, Any]:
-    """A trained trial's ``result`` attribute: validation and test figures, and how training went."""
+def result_record(outcome: RunOutcome, int8_val: dict[str, float] | None = None) -> dict[str, Any]:
+    """A trained trial's ``result`` attribute: validation and test figures, and how training went.
+
+    ``int8_val``: the validation figures of the network quantized to int8, when an objective names one.
+    """
     val, test, result = outcome.result.val_metrics, outcome.test_metrics, outcome.result
-    return {
+    record = {
         "val": {name: val[name] for name in HEADLINE_METRICS},
         "test": {name: test[name] for name in HEADLINE_METRICS},
         "training": {"seconds": round(result.seconds, 2), "cut_by_time_limit": result.cut_by_time_limit},
     }
+    if int8_val is not None:
+        record["int8"] = {"val": int8_val}
+    return record
+
+
+def rung_metric(metric: str) -> str:
+    """The epoch-history figure that stands for validation ``metric`` at a rung.
+
+    An int8 figure is measured once, after training; at a rung its fp32 twin stands in, for
+    every trial alike, so rankings at a rung stay comparable.
+    """
+    return metric.removeprefix(INT8_PREFIX) if metric.startswith(INT8_PREFIX) else metric.removeprefix("val_")
+
+
+def trained_figures(outcome: RunOutcome, int8_val: dict[str, float] | None = None) -> dict[str, float]:
+    """The figures an objective may name once a network is trained, by metric name."""
+    val = outcome.result.val_metrics
+    figures = {f"val_{name}": val[name] for name in HEADLINE_METRICS}
+    return figures | {f"{INT8_PREFIX}{name}": value for name, value in (int8_val or {}).items()}
 
 
 class TrialInterrupted(KeyboardInterrupt):
@@ -170,12 +203,13 @@ class TrialObjective:
             self.on_event({"event": "trial_end", **event, "outcome": f"stopped at rung {epochs}"})
             raise optuna.TrialPruned(outcome.result.stopped_early)
         val, test = outcome.result.val_metrics, outcome.test_metrics
+        int8_val = self._int8_scores(outcome)
         trial.set_user_attr("val_micro_auroc", val["micro_auroc"])
         trial.set_user_attr("test_micro_auroc", test["micro_auroc"])
-        trial.set_user_attr("result", result_record(outcome))
+        trial.set_user_attr("result", result_record(outcome, int8_val))
         trial.set_user_attr("trained", True)
         self._upload(trial, outcome)
-        values = self._values({**figures, **{f"val_{k}": val[k] for k in HEADLINE_METRICS}})
+        values = self._values({**figures, **trained_figures(outcome, int8_val)})
         self.on_event({"event": "trial_end", **event, "outcome": "trained", "values": values})
         return values
 
@@ -198,6 +232,16 @@ class TrialObjective:
         if notes:
             trial.set_user_attr("measured", notes)
         return figures
+
+    def _int8_scores(self, outcome: RunOutcome) -> dict[str, float] | None:
+        """The trained network's int8 validation figures, when an objective names one (else None).
+
+        A quantization and a pass over the validation records: done only when asked for.
+        """
+        if not any(o.metric.startswith(INT8_PREFIX) for o in self.context.definition.objectives):
+            return None
+        result = outcome.result
+        return int8_scores(result.model, self.data.train, self.data.val, self.data.classes, result.thresholds)
 
     def _values(self, figures: dict[str, float]) -> tuple[float, ...]:
         values = tuple(float(figures[o.metric]) for o in self.context.definition.objectives)
@@ -261,7 +305,7 @@ class TrialObjective:
             epoch = entry["epoch"]
             if epoch not in settings.rungs:
                 return None
-            point = [float(entry[o.metric.removeprefix("val_")] if o.metric.startswith("val_") else figures[o.metric])
+            point = [float(entry[rung_metric(o.metric)] if o.metric.startswith("val_") else figures[o.metric])
                      for o in objectives]  # fmt: skip
             if not all(math.isfinite(v) for v in point):
                 return None

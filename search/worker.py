@@ -39,7 +39,7 @@ from ecgsearch.objective import EventCallback, TrialInterrupted, TrialObjective
 from ecgsearch.optuna_internals import count_trials, storage_backend, trial_row
 from ecgsearch.pretraining_figures import calibrate_latency
 from ecgsearch.retry import RetryFailedTrial
-from ecgsearch.signals import install_time_warning_handler, time_warning
+from ecgsearch.signals import ignore_unraisable, install_time_warning_handler, time_warning
 from ecgsearch.storage import DatabaseLock
 from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_settings
 
@@ -138,6 +138,9 @@ def run_worker(
     # Slurm's --signal=USR1@T: the time limit is T seconds away; finish the trial, take no more.
     install_time_warning_handler()
     previous_handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm)}
+    # The handler's exception can land in a finalizer or a weakref callback, where Python drops
+    # it with an "Exception ignored" traceback; the flag it set stops the trial at its next check.
+    restore_unraisable_hook = ignore_unraisable(TrialInterrupted)
     waiting_shown = False
     try:
         while not state["terminate"]:
@@ -195,6 +198,7 @@ def run_worker(
         lock.close()
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
+        restore_unraisable_hook()
     return report
 
 

@@ -10,7 +10,7 @@ import torch
 
 from ecgnet.arch import ArchConfig
 from ecgnet.export import export_onnx
-from ecgnet.int8 import int8_size_mb, quantize_int8, random_calibration
+from ecgnet.int8 import compact_names, int8_size_mb, quantize_int8, random_calibration
 from ecgnet.latency import cpu_model, model_latency, onnx_latency
 from ecgnet.model import ECGResNet
 from ecgnet.thesis import thesis_config
@@ -36,14 +36,36 @@ def test_the_int8_file_holds_int8_weights_per_channel_and_tracks_the_fp32_output
     graph = onnx.load(str(int8)).graph
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert int8_weights and any(n.op_type == "DequantizeLinear" for n in graph.node)
-    # Per-channel: a convolution's weight scales are one per output channel.
-    scales = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("_scale")}
-    assert any(s.ndim == 1 and s.size > 1 for s in scales.values())
+    # Per-channel: a convolution's weight scales (DequantizeLinear's second input) are one per output channel.
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    scales = [
+        initializers[n.input[1]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[1] in initializers
+    ]
+    assert any(s.ndim == 1 and s.size > 1 for s in scales)
     signal, metadata = calibration[0]
     inputs = {"signal": signal, "metadata": metadata}
     want = onnxruntime.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
     got = onnxruntime.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
     assert np.corrcoef(want.ravel(), got.ravel())[0, 1] > 0.9
+
+
+def test_compact_names_keeps_what_the_graph_computes_in_a_smaller_file(tmp_path) -> None:
+    torch.manual_seed(0)
+    long_names = tmp_path / "model.onnx"
+    export_onnx(ECGResNet(thesis_config("E18")).eval(), long_names, samples=1024)
+    original = onnx.load(str(long_names))
+    compact = compact_names(onnx.load(str(long_names)))
+    onnx.checker.check_model(compact)
+    short = tmp_path / "short.onnx"
+    onnx.save(compact, str(short))
+    assert short.stat().st_size < long_names.stat().st_size
+    assert [v.name for v in compact.graph.input] == [v.name for v in original.graph.input]  # still fed by name
+    assert max(len(t.name) for t in compact.graph.initializer) < 4 and not compact.graph.value_info
+    signal, metadata = random_calibration(samples=1024, count=1, seed=3)[0]
+    inputs = {"signal": signal, "metadata": metadata}
+    outputs = [onnxruntime.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+               for p in (long_names, short)]  # fmt: skip
+    np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
 def test_latency_is_a_median_of_timed_runs_with_where_it_was_measured(tmp_path) -> None:

@@ -1,13 +1,14 @@
 """Edge objectives in a study: latency as a third objective, limits before training, N-objective results.
 
 The study: the tiny definition with CPU latency as a third objective and an int8-size limit
-that E16 (0.25 MB in int8) breaks and E18 (0.12 MB) keeps. Int8 size depends on the network's
+that E16 (0.23 MB in int8) breaks and E18 (0.09 MB) keeps. Int8 size depends on the network's
 structure only, so the limit's outcome is the same on every machine; latency is not, and is
 only checked for being recorded with how it was measured.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,6 +17,9 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import TINY, ecgsearch, load, unique_name
 
+from ecgnet.latency import model_latency
+from ecgnet.model import ECGResNet
+from ecgnet.thesis import thesis_config
 from ecgsearch.hypervolume import hypervolume, objective_hypervolume
 from ecgsearch.optuna_internals import hypervolume_of_losses
 from ecgsearch.pretraining_figures import LATENCY_REFERENCE_ATTR
@@ -130,3 +134,56 @@ def test_a_bad_limit_is_one_error_line_before_any_study(flags: list[str], messag
     code, _, err = ecgsearch(capsys, monkeypatch, "run", "--study-def", TINY, "--workspace", tmp_path / "ws", *flags)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "ws" / "study.db").exists()
+
+
+def test_an_int8_validation_objective_is_the_exported_int8_models_figure(tmp_path: Path, capsys, monkeypatch) -> None:
+    """val_int8_micro_auroc: measured after training, fp32 standing in at rungs, equal to what export --int8 scores."""
+    definition = tmp_path / "int8.toml"
+    definition.write_text(
+        TINY.read_text()
+        .replace('metric = "val_micro_auroc"', 'metric = "val_int8_micro_auroc"')
+        .replace("epochs = 1", "epochs = 2")
+        + "\n[early_stopping]\nrungs = [1]\neta = 2\nmin_trials = 4\n"
+    )
+    workspace, name = tmp_path / "ws", unique_name("int8")
+    common = ["--study-name", name, "--workspace", workspace]
+    code, out, err = ecgsearch(capsys, monkeypatch, "worker", "--study-def", definition, *common, "--trials", "1")
+    assert code == 0, err + out
+    (e18,) = load(f"sqlite:///{workspace / 'study.db'}", name).get_trials()
+    assert e18.user_attrs["thesis_experiment"] == "E18" and e18.user_attrs["trained"]
+    int8_val = e18.user_attrs["result"]["int8"]["val"]
+    assert set(int8_val) == {"micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc"}
+    assert e18.values[0] == int8_val["micro_auroc"]
+    # Quantization moves the figure a little, never to another network's.
+    assert abs(int8_val["micro_auroc"] - e18.user_attrs["val_micro_auroc"]) < 0.05
+    # At the rung the int8 figure is not known: the fp32 one of that epoch stands in.
+    assert e18.user_attrs["rung_1"] == [e18.user_attrs["history"][0]["micro_auroc"], e18.user_attrs["size_mb"]]
+
+    code, out, err = ecgsearch(capsys, monkeypatch, "export", "--trial", str(e18.number), "--int8", "--out",
+                               workspace / "e18", *common)  # fmt: skip
+    assert code == 0, err
+    exported = json.loads((workspace / "e18" / "model.json").read_text())["int8"]["int8"]["validation"]
+    assert exported["micro_auroc"] == pytest.approx(int8_val["micro_auroc"], abs=1e-6)
+
+
+def test_a_latency_limit_marks_a_slow_network_infeasible_before_training(tmp_path: Path, capsys, monkeypatch) -> None:
+    """E12 is several times slower than E18 on any CPU: a limit between them (measured here) keeps E18 only."""
+    definition = tmp_path / "latency.toml"
+    text = TINY.read_text().replace('fixed_trials = ["E18", "E16"]', 'fixed_trials = ["E18", "E12"]')
+    definition.write_text(text.replace("width_multiplier = [0.5,", "width_multiplier = [1.0, 0.5,")
+                          + "\n[latency]\nsamples = 1024\nruns = 30\n")  # fmt: skip
+    e18_ms, e12_ms = (model_latency(ECGResNet(dataclasses.replace(thesis_config(name), num_classes=17)),
+                                    samples=1024).median_ms for name in ("E18", "E12"))  # fmt: skip
+    assert e12_ms > 2 * e18_ms
+    limit = math.sqrt(e18_ms * e12_ms)
+    workspace, name = tmp_path / "ws", unique_name("latency")
+    code, out, err = ecgsearch(capsys, monkeypatch, "worker", "--study-def", definition, "--study-name", name,
+                               "--workspace", workspace, "--trials", "2", "--max", f"latency_ms={limit}")  # fmt: skip
+    assert code == 0, err + out
+    trials = {
+        t.user_attrs["thesis_experiment"]: t for t in load(f"sqlite:///{workspace / 'study.db'}", name).get_trials()
+    }
+    e12, e18 = trials["E12"], trials["E18"]
+    assert e12.user_attrs["infeasible"].startswith("latency_ms ") and "over the limit" in e12.user_attrs["infeasible"]
+    assert not e12.user_attrs["trained"] and "history" not in e12.user_attrs and e12.constraints["max_latency_ms"] > 0
+    assert e18.user_attrs["trained"] and e18.constraints["max_latency_ms"] < 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search_helpers import TINY, environment, load, unique_name, worker_command
+from search_helpers import ONE_THREAD, TINY, environment, load, unique_name, worker_command
 
 from ecgsearch.definition import load_definition
 from ecgsearch.proposals import PROPOSAL_ATTR, UnseenProposalSampler, network_key
@@ -87,7 +87,7 @@ def two_workers_fill_six_networks(tmp_path: Path, storage_url: str | None) -> op
     name = unique_name("six")
     definition = six_network_definition(tmp_path)
     cmd = [str(definition) if part == str(TINY) else part for part in worker_command(tmp_path, name, 6)]
-    env = environment(storage_url)
+    env = environment(storage_url, **ONE_THREAD)
     workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]  # fmt: skip
     outputs = [w.communicate(timeout=300) for w in workers]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 from search_helpers import (
+    ONE_THREAD,
     TINY,
     environment,
     load,
@@ -38,7 +39,7 @@ def test_two_workers_fill_one_study_to_exactly_its_trial_count_and_keep_every_ru
     definition = tmp_path / "pair.toml"
     definition.write_text(TINY.read_text().replace("epochs = 1", "epochs = 3")
                           + "\n[early_stopping]\nrungs = [1, 2]\neta = 2\nmin_trials = 2\n")  # fmt: skip
-    env = environment(postgres_url)
+    env = environment(postgres_url, **ONE_THREAD)
     command = [*worker_command(tmp_path, name, 8)]
     command[command.index(str(TINY))] = str(definition)
     workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 from search_helpers import (
     ECGSEARCH,
+    ONE_THREAD,
     TINY,
     environment,
     load,
@@ -31,8 +33,9 @@ from search_helpers import (
 )
 
 from ecgsearch.definition import load_definition
-from ecgsearch.objective import TrialObjective
+from ecgsearch.objective import TrialInterrupted, TrialObjective
 from ecgsearch.retry import RetryFailedTrial
+from ecgsearch.signals import ignore_unraisable
 from ecgsearch.storage import StorageSettings, open_storage
 from ecgsearch.study import SearchContext, open_study
 from ecgsearch.workspace import Workspace
@@ -92,7 +95,7 @@ def test_a_dead_workers_trial_in_a_full_study_is_reaped_and_retried(postgres_url
 def test_workers_ride_out_a_postgresql_restart(postgres_url: str, tmp_path: Path) -> None:
     """Finding: a restart killed every worker with a traceback from the lock connection."""
     name = unique_name("restart")
-    env = environment(postgres_url)
+    env = environment(postgres_url, **ONE_THREAD)
     cmd = slow_worker(tmp_path, name, 4, "--heartbeat-interval", "1", "--grace-period", "30", "--outage-timeout", "120")
     workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]  # fmt: skip
@@ -204,6 +207,31 @@ def test_sigterm_leaves_one_line_not_optunas_traceback(tmp_path: Path) -> None:
     assert worker.returncode == 143, stderr[-2000:]
     assert "Traceback" not in stderr and "failed with parameters" not in stderr, stderr[-3000:]
     assert "FAIL: worker terminated (SIGTERM)" in stdout
+
+
+def test_an_interrupt_inside_a_finalizer_is_dropped_quietly_and_other_errors_are_not() -> None:
+    """Where a SIGTERM lands in a weakref callback (a rare race the test above once met), no traceback."""
+    seen: list[BaseException] = []
+    original = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: seen.append(unraisable.exc_value)
+
+    class Raises:
+        def __init__(self, error: BaseException) -> None:
+            self.error = error
+
+        def __del__(self) -> None:
+            raise self.error
+
+    try:
+        restore = ignore_unraisable(TrialInterrupted)
+        Raises(TrialInterrupted("SIGTERM"))  # dropped at once: its __del__ raises where nothing can catch
+        other = ValueError("a real problem")
+        Raises(other)
+        restore()
+        Raises(TrialInterrupted("after"))
+    finally:
+        sys.unraisablehook = original
+    assert [str(e) for e in seen] == ["a real problem", "after"] and seen[0] is other
 
 
 def test_settings_merge_rules() -> None:
