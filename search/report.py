@@ -37,14 +37,19 @@ def _feasible_trained(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in feasible_trained(study) if t.user_attrs.get("val_micro_auroc") is not None]
 
 
-def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of all feasible trained trials up to it)."""
+def hypervolume_history(study: optuna.Study, metric_names: list[str]) -> list[tuple[int, float]]:
+    """(trial number, hypervolume in the study's objectives of all feasible trained trials up to it).
+
+    On (val micro AUROC, MB) studies this is the (AUROC, log10 MB) hypervolume; with latency or
+    int8 objectives it is the N-objective one the report's headline gives.
+    """
     trials = sorted(_feasible_trained(study), key=lambda t: t.number)
-    points: list[tuple[float, float]] = []
+    directions = [d.name.lower() for d in study.directions]
+    points: list[tuple[float, ...]] = []
     history = []
     for t in trials:
-        points.append((t.user_attrs["val_micro_auroc"], t.user_attrs["size_mb"]))
-        history.append((t.number, hypervolume(points)))
+        points.append(tuple(t.values))
+        history.append((t.number, objective_hypervolume(points, metric_names, directions)))
     return history
 
 
@@ -106,7 +111,7 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
             name: objective_hypervolume([tuple(r["values"]) for r in subset], metric_names, directions)
             for name, subset in (("searched", searched), ("thesis", [r for r in rows if r["thesis"]]), ("all", rows))
         },
-        "hypervolume_history": hypervolume_history(study),
+        "hypervolume_history": hypervolume_history(study, metric_names),
         "hypervolume_by_epochs": hypervolume_by_epochs(study.get_trials(deepcopy=False)),
         "cost": training_cost(study),
         "stopped": stopped_points(study, metric_names),
@@ -201,8 +206,9 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
     rows, front = data["rows"], data["front"]
     history = data["hypervolume_history"]
     hv = go.Figure(go.Scatter(x=[n for n, _ in history], y=[v for _, v in history], mode="lines+markers"))
-    hv.update_layout(title=f"Hypervolume on (AUROC, log10 MB), reference AUROC {REFERENCE_AUROC}, {REFERENCE_MB:g} MB",
-                     xaxis_title="trial number", yaxis_title="hypervolume")  # fmt: skip
+    hv.update_layout(title=f"Hypervolume in the study's objectives ({', '.join(data['metric_names'])}) by trial, "
+                     f"to {_references(data['metric_names'])}", xaxis_title="trial number",
+                     yaxis_title="hypervolume")  # fmt: skip
     by_epochs = data["hypervolume_by_epochs"]
     cost_plot = go.Figure(go.Scatter(x=[e for e, _ in by_epochs], y=[v for _, v in by_epochs], mode="lines+markers"))
     cost_plot.update_layout(title="Hypervolume against cumulative training epochs (the cost of the search)",

@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 from search_helpers import TINY, ecgsearch, load, unique_name
@@ -23,7 +24,7 @@ from ecgnet.thesis import thesis_config
 from ecgsearch.hypervolume import hypervolume, objective_hypervolume
 from ecgsearch.optuna_internals import hypervolume_of_losses
 from ecgsearch.pretraining_figures import LATENCY_REFERENCE_ATTR
-from ecgsearch.report import report_data
+from ecgsearch.report import hypervolume_history, report_data
 
 THREE = ["val_micro_auroc", "size_mb", "latency_ms"]
 DIRECTIONS = ["maximize", "minimize", "minimize"]
@@ -41,6 +42,28 @@ def test_objective_hypervolume_equals_the_two_objective_one_and_extends_to_three
                                  DIRECTIONS) == pytest.approx(box)  # fmt: skip
     assert hypervolume_of_losses([(1.0, 1.0, 1.0), (0.0, 0.0, 0.0)], (2.0, 2.0, 2.0)) == pytest.approx(8.0)
     assert hypervolume_of_losses([(3.0, 0.0, 0.0)], (2.0, 2.0, 2.0)) == 0.0
+
+
+def test_the_hypervolume_history_is_in_the_studys_objectives() -> None:
+    study = optuna.create_study(directions=DIRECTIONS)
+    study.set_metric_names(THREE)
+    points = [(0.8, 1.0, 10.0), (0.7, 0.5, 5.0), (0.9, 2.0, 20.0), (0.6, 4.0, 40.0)]
+    for auroc, mb, ms in points:
+        study.add_trial(optuna.trial.create_trial(values=[auroc, mb, ms], user_attrs={
+            "val_micro_auroc": auroc, "size_mb": mb, "trained": True}))  # fmt: skip
+    history = hypervolume_history(study, THREE)
+    assert [n for n, _ in history] == [0, 1, 2, 3]
+    for k, (_, value) in enumerate(history, start=1):
+        assert value == pytest.approx(objective_hypervolume(points[:k], THREE, DIRECTIONS))
+    assert history[3][1] == history[2][1]  # the last point is dominated
+    assert history[-1][1] != pytest.approx(hypervolume([p[:2] for p in points]))  # not the (AUROC, MB) one
+    # With the two objectives of the default studies it is the (AUROC, log10 MB) hypervolume.
+    two = optuna.create_study(directions=DIRECTIONS[:2])
+    two.set_metric_names(THREE[:2])
+    for auroc, mb, _ in points:
+        two.add_trial(optuna.trial.create_trial(values=[auroc, mb], user_attrs={"trained": True,
+                                                                              "val_micro_auroc": auroc}))  # fmt: skip
+    assert hypervolume_history(two, THREE[:2])[-1][1] == pytest.approx(hypervolume([p[:2] for p in points]))
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +134,11 @@ def test_a_three_objective_study_with_an_int8_limit(edge_study: dict, capsys, mo
     assert code == 0, err
     page = (workspace / "report.html").read_text()
     assert "latency_ms vs size_mb" in page  # a pairwise projection
-    volumes = report_data(load(f"sqlite:///{workspace / 'study.db'}", name))["objective_hypervolume"]
+    data = report_data(load(f"sqlite:///{workspace / 'study.db'}", name))
+    volumes = data["objective_hypervolume"]
     for subset in ("searched", "thesis"):  # the page shows the hypervolume in all three objectives
         assert f'id="hv-objectives-{subset}">{volumes[subset]:.4f}</b>' in page
+    assert data["hypervolume_history"][-1][1] == pytest.approx(volumes["all"])
 
 
 @pytest.mark.parametrize(
@@ -164,6 +189,10 @@ def test_an_int8_validation_objective_is_the_exported_int8_models_figure(tmp_pat
     assert code == 0, err
     exported = json.loads((workspace / "e18" / "model.json").read_text())["int8"]["int8"]["validation"]
     assert exported["micro_auroc"] == pytest.approx(int8_val["micro_auroc"], abs=1e-6)
+    code, out, err = ecgsearch(capsys, monkeypatch, "pareto", *common)
+    assert code == 0 and "val_int8_micro_auroc" in out and f"{int8_val['micro_auroc']:.4f}" in out, err + out
+    code, out, err = ecgsearch(capsys, monkeypatch, "report", *common, "--out", workspace / "report.html")
+    assert code == 0 and "val_int8_micro_auroc vs size_mb" in (workspace / "report.html").read_text(), err
 
 
 def test_a_latency_limit_marks_a_slow_network_infeasible_before_training(tmp_path: Path, capsys, monkeypatch) -> None:

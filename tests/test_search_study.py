@@ -306,7 +306,8 @@ def test_report_shows_front_thesis_configs_and_hypervolume(finished, tmp_path: P
                str(tmp_path / "r.html")], environment(None))  # fmt: skip
     assert out.returncode == 0, out.stderr
     page = (tmp_path / "r.html").read_text()
-    assert "Pareto front" in page and "Hypervolume on (AUROC, log10 MB)" in page
+    assert "Pareto front" in page and "Hypervolume on (val micro AUROC, log10 MB)" in page
+    assert "Hypervolume in the study's objectives (val_micro_auroc, size_mb) by trial" in page
     assert "<td>E18</td><td>0.278</td><td>0.28</td>" in page and "<td>E1</td><td>-</td><td>33.78</td>" in page
     assert "only the sizes are comparable" in page
     study = sqlite_study(workspace, name)
