@@ -65,6 +65,9 @@ def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bo
             *(_fmt(r["objectives"].get(m)) for m in extra), _fmt(r["test_micro_auroc"]),
             f"{r['size_mb']:.3f}", f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}", str(r["seeds"]["count"]),
         )  # fmt: skip
+    if not console.is_terminal:
+        # Piped or redirected: no terminal width to keep to, so no column is cut short.
+        console = Console(width=console.measure(table, options=console.options.update_width(1000)).maximum)
     console.print(table)
     console.print(repeats_line(study), highlight=False)
 
