@@ -67,7 +67,8 @@ def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bo
         )  # fmt: skip
     if not console.is_terminal:
         # Piped or redirected: no terminal width to keep to, so no column is cut short.
-        console = Console(width=console.measure(table, options=console.options.update_width(1000)).maximum)
+        needed = console.measure(table, options=console.options.update_width(1000)).maximum
+        console = Console(width=max(console.width, needed))
     console.print(table)
     console.print(repeats_line(study), highlight=False)
 
