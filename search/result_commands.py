@@ -21,7 +21,16 @@ from ecgnet.runner import LoadedData, export_outcome, load_data, train_seeds
 from ecgsearch.definition import StudyDefinition, parse_definition
 from ecgsearch.errors import UserError
 from ecgsearch.optuna_internals import count_trials, trial_by_number
-from ecgsearch.results import SHOWN_METRICS, best_trial, export_trial, pareto_rows, repeats_line, spread_text
+from ecgsearch.results import (
+    SHOWN_METRICS,
+    best_trial,
+    export_trial,
+    pareto_rows,
+    ranking_metric,
+    repeats_line,
+    spread_text,
+    within_limits,
+)
 from ecgsearch.run_commands import quiet_optuna
 from ecgsearch.storage import StorageSettings, open_storage, redact, resolve_storage_url
 from ecgsearch.workspace import Workspace
@@ -116,7 +125,8 @@ def export(
             export_trial(study, chosen, out, Path(study.user_attrs["artifact_dir"]))
         except LookupError as exc:
             raise UserError(str(exc)) from None
-        console.print(f"exported trial {chosen.number} to {out}", highlight=False)
+        how = "" if trial is not None else f" (highest {ranking_metric(study)}{within_limits(limits)})"
+        console.print(f"exported trial {chosen.number}{how} to {out}", highlight=False)
         if int8:
             definition = definition_of(study)
             spec = dataclasses.replace(definition.data_spec, cache=study.user_attrs["data_cache"])

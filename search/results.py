@@ -27,12 +27,14 @@ __all__ = [
     "feasible_trained",
     "front_trials",
     "pareto_rows",
+    "ranking_metric",
     "repeat_counts",
     "repeats_line",
     "seed_summary",
     "seed_table",
     "spread_text",
     "trial_row",
+    "within_limits",
 ]
 
 # The validation figures every row shows (the study's objectives are shown besides).
@@ -164,16 +166,39 @@ def repeats_line(study: optuna.Study) -> str:
             f"{stopped}")  # fmt: skip
 
 
-def best_trial(
-    study: optuna.Study, limits: dict[str, float] | None = None, metric: str = "val_micro_auroc"
-) -> FrozenTrial:
-    """Highest validation ``metric`` among feasible trained trials within ``limits`` (metric to largest value).
+def within_limits(limits: dict[str, float]) -> str:
+    """The budgets a choice was made under, as text: " within 1 MB, latency_ms 5" ("" without limits)."""
+    if not limits:
+        return ""
+    return " within " + ", ".join(f"{v:g} MB" if n == "size_mb" else f"{n} {v:g}" for n, v in limits.items())
+
+
+def ranking_metric(study: optuna.Study) -> str:
+    """What ``--best`` ranks by: the study's first maximised validation objective, else val_micro_auroc.
+
+    val_micro_auroc in the shipped studies; val_int8_micro_auroc in a study that searched for the
+    best int8 model, so that its best is the best int8 model.
+    """
+    names = study.metric_names or []
+    directions = [d.name.lower() for d in study.directions]
+    maximised = [m for m, d in zip(names, directions, strict=False) if d == "maximize" and m.startswith("val_")]
+    return maximised[0] if maximised else "val_micro_auroc"
+
+
+def best_trial(study: optuna.Study, limits: dict[str, float] | None = None) -> FrozenTrial:
+    """Highest ``ranking_metric`` among feasible trained trials within ``limits`` (metric to largest value).
 
     A limit on a figure the study did not measure (e.g. latency_ms in a study that never timed
     its networks) is a LookupError naming it.
     """
     limits = limits or {}
-    candidates = [t for t in feasible_trained(study) if t.user_attrs.get(metric) is not None]
+    metric = ranking_metric(study)
+    index = (study.metric_names or []).index(metric) if metric in (study.metric_names or []) else None
+
+    def value(trial: FrozenTrial) -> float | None:
+        return trial.values[index] if index is not None else trial.user_attrs.get(metric)
+
+    candidates = [t for t in feasible_trained(study) if t.user_attrs.get("val_micro_auroc") is not None]
     for name, limit in limits.items():
         if candidates and all(t.user_attrs.get(name) is None for t in candidates):
             raise LookupError(f"study {study.study_name!r} did not measure {name} for its trials, so a limit "
@@ -181,10 +206,8 @@ def best_trial(
                               "names it)")  # fmt: skip
         candidates = [t for t in candidates if t.user_attrs.get(name) is not None and t.user_attrs[name] <= limit]
     if not candidates:
-        budget = " within " + ", ".join(f"{v:g} MB" if n == "size_mb" else f"{n} {v:g}" for n, v in limits.items())
-        budget = budget if limits else ""
-        raise LookupError(f"study {study.study_name!r} has no trained feasible trial{budget}")
-    return max(candidates, key=lambda t: (t.user_attrs[metric], -t.number))
+        raise LookupError(f"study {study.study_name!r} has no trained feasible trial{within_limits(limits)}")
+    return max(candidates, key=lambda t: (value(t), -t.number))
 
 
 def export_trial(study: optuna.Study, trial: FrozenTrial, out: Path, artifact_dir: Path) -> Path:

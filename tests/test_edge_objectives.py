@@ -25,6 +25,7 @@ from ecgsearch.hypervolume import hypervolume, objective_hypervolume
 from ecgsearch.optuna_internals import hypervolume_of_losses
 from ecgsearch.pretraining_figures import LATENCY_REFERENCE_ATTR
 from ecgsearch.report import hypervolume_history, report_data
+from ecgsearch.results import best_trial, ranking_metric
 
 THREE = ["val_micro_auroc", "size_mb", "latency_ms"]
 DIRECTIONS = ["maximize", "minimize", "minimize"]
@@ -64,6 +65,19 @@ def test_the_hypervolume_history_is_in_the_studys_objectives() -> None:
         two.add_trial(optuna.trial.create_trial(values=[auroc, mb], user_attrs={"trained": True,
                                                                               "val_micro_auroc": auroc}))  # fmt: skip
     assert hypervolume_history(two, THREE[:2])[-1][1] == pytest.approx(hypervolume([p[:2] for p in points]))
+
+
+def test_export_best_ranks_by_the_studys_first_maximised_validation_objective() -> None:
+    """In a study that searched for the best int8 model, --best is the best int8 model."""
+    for metric, want in (("val_int8_micro_auroc", 1), ("val_micro_auroc", 0)):
+        study = optuna.create_study(directions=["maximize", "minimize"])
+        study.set_metric_names([metric, "size_mb"])
+        # Trial 0 is better in fp32, trial 1 after quantization.
+        for fp32, int8 in ((0.85, 0.80), (0.81, 0.82)):
+            value = int8 if metric.startswith("val_int8") else fp32
+            study.add_trial(optuna.trial.create_trial(values=[value, 1.0], user_attrs={
+                "val_micro_auroc": fp32, "size_mb": 1.0, "trained": True}))  # fmt: skip
+        assert ranking_metric(study) == metric and best_trial(study).number == want
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +136,7 @@ def test_a_three_objective_study_with_an_int8_limit(edge_study: dict, capsys, mo
     code, out, err = ecgsearch(capsys, monkeypatch, "export", "--best", "--max", within, "--out", workspace / "best",
                                "--int8", *common)  # fmt: skip
     assert code == 0, err
-    assert f"exported trial {fastest.number}" in out and "int8: " in out
+    assert f"exported trial {fastest.number} (highest val_micro_auroc within latency_ms " in out and "int8: " in out
     int8 = json.loads((workspace / "best" / "model.json").read_text())["int8"]
     assert (workspace / "best" / "model.int8.onnx").exists() and int8["int8"]["size_mb"] < int8["fp32_onnx"]["size_mb"]
     assert set(int8["int8"]["test"]) == {"micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc"}
