@@ -22,7 +22,7 @@ from ecgsearch.confirm import (
     study_training_seed,
 )
 from ecgsearch.errors import UserError
-from ecgsearch.result_commands import definition_of, load_existing_study
+from ecgsearch.result_commands import definition_of, load_existing_study, print_table
 from ecgsearch.results import feasible_trained, front_trials, seed_summary, seed_table
 from ecgsearch.run_commands import LiveDisplay, RepeatedFailure
 from ecgsearch.seeds import network_trial
@@ -122,22 +122,27 @@ def confirm(
     else:
         console.print(f"run them with workers: ecgsearch worker --study-name {confirmation.study_name} ...",
                       highlight=False, soft_wrap=True)  # fmt: skip
-    console.print(spread_table(study, chosen))
+    print_table(console, spread_table(study, chosen))
     return code
 
 
 def spread_table(study: optuna.Study, chosen: list[int]) -> Table:
-    """Seeds and mean ± sd of validation micro AUROC and AUPRC of the chosen trials' networks."""
+    """Seeds and mean ± sd of validation micro AUROC and AUPRC of the chosen trials' networks.
+
+    Int8 objectives (``val_int8_*``) get their own columns: the search ranked by them.
+    """
     runs = seed_table(study)
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    int8 = [m.removeprefix("val_") for m in study.metric_names or [] if m.startswith("val_int8_")]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"Seed spread in {study.study_name}")
-    for header in ("trial", "thesis", "seeds", "val µAUROC mean ± sd", "val µAUPRC mean ± sd"):
+    for header in ("trial", "thesis", "seeds", "val µAUROC mean ± sd", "val µAUPRC mean ± sd",
+                   *(f"val {m} mean ± sd" for m in int8)):  # fmt: skip
         table.add_column(header, justify="left" if header == "thesis" else "right", no_wrap=True)
     for number in chosen:
         trial = by_number[number]
         summary = seed_summary(runs.get(network_trial(trial), {}))
         cells = []
-        for metric in ("micro_auroc", "micro_auprc"):
+        for metric in ("micro_auroc", "micro_auprc", *int8):
             spread = summary["val"].get(metric)
             sd = "" if not spread or spread["sd"] is None else f" ± {spread['sd']:.4f}"
             cells.append(f"{spread['mean']:.4f}{sd}" if spread else "-")

@@ -74,12 +74,16 @@ def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bo
             *(_fmt(r["objectives"].get(m)) for m in extra), _fmt(r["test_micro_auroc"]),
             f"{r['size_mb']:.3f}", f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}", str(r["seeds"]["count"]),
         )  # fmt: skip
+    print_table(console, table)
+    console.print(repeats_line(study), highlight=False)
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print ``table``; piped or redirected, at the width it needs (no terminal width to keep to)."""
     if not console.is_terminal:
-        # Piped or redirected: no terminal width to keep to, so no column is cut short.
         needed = console.measure(table, options=console.options.update_width(1000)).maximum
         console = Console(width=max(console.width, needed))
     console.print(table)
-    console.print(repeats_line(study), highlight=False)
 
 
 def _fmt(value: float | None) -> str:

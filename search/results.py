@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ecgnet.data.labels import class_set
 from ecgnet.data.preprocess import PreprocessConfig
 from ecgnet.export import export_model, load_model
-from ecgnet.metric_names import HEADLINE_METRICS
+from ecgnet.metric_names import HEADLINE_METRICS, INT8_METRICS
 from ecgnet.size import describe_size
 from ecgsearch.confirm import confirmation_trials, study_training_seed
 from ecgsearch.proposals import PROPOSAL_ATTR
@@ -94,10 +94,11 @@ def seed_summary(runs: dict[int, dict]) -> dict[str, Any]:
     """Mean and sd over seeds of each validation and test figure (sd None below two seeds)."""
     seeds = sorted(runs)
     summary: dict[str, Any] = {"count": len(seeds), "seeds": seeds}
+    names = {"val": HEADLINE_METRICS + tuple(f"int8_{name}" for name in INT8_METRICS), "test": HEADLINE_METRICS}
     for subset in ("val", "test"):
         summary[subset] = {
             name: summarize([runs[s][subset][name] for s in seeds]).to_dict()
-            for name in HEADLINE_METRICS
+            for name in names[subset]
             if seeds and all(runs[s][subset].get(name) is not None for s in seeds)
         }
     return summary

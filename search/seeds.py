@@ -68,13 +68,19 @@ def seed_runs(trials: list[FrozenTrial], confirmations: list[FrozenTrial], study
     for trial in trials:
         result = trial.user_attrs.get("result")
         if trial.user_attrs.get("trained") and result:
-            runs.setdefault(trial.number, {})[study_seed] = {"val": result["val"], "test": result["test"]}
+            runs.setdefault(trial.number, {})[study_seed] = _run_figures(result)
     for confirmation in confirmations:
         result = confirmation.user_attrs.get("result")
         source = confirmation.user_attrs.get(CONFIRMS_ATTR)
         if result and source in runs:
-            runs[source][int(confirmation.user_attrs[SEED_ATTR])] = {"val": result["val"], "test": result["test"]}
+            runs[source][int(confirmation.user_attrs[SEED_ATTR])] = _run_figures(result)
     return runs
+
+
+def _run_figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """A run's validation and test figures; the int8 model's validation ones as ``int8_<name>`` (when measured)."""
+    int8 = {f"int8_{name}": value for name, value in result.get("int8", {}).get("val", {}).items()}
+    return {"val": {**result["val"], **int8}, "test": result["test"]}
 
 
 def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:

@@ -209,6 +209,16 @@ def test_an_int8_validation_objective_is_the_exported_int8_models_figure(tmp_pat
     code, out, err = ecgsearch(capsys, monkeypatch, "report", *common, "--out", workspace / "report.html")
     assert code == 0 and "val_int8_micro_auroc vs size_mb" in (workspace / "report.html").read_text(), err
 
+    # A second seed: the int8 figure is measured again and summarised over seeds like the others.
+    code, out, err = ecgsearch(capsys, monkeypatch, "confirm", "--trial", str(e18.number), "--seeds", "2", *common)
+    assert code == 0 and "val int8_micro_auroc mean ± sd" in out, err + out
+    [row] = report_data(load(f"sqlite:///{workspace / 'study.db'}", name))["rows"]
+    spread = row["seeds"]["val"]["int8_micro_auroc"]
+    assert row["seeds"]["count"] == 2 and spread["n"] == 2 and spread["sd"] is not None
+    (second,) = load(f"sqlite:///{workspace / 'study.db'}", f"{name}.confirm").get_trials()
+    other = second.user_attrs["result"]["int8"]["val"]["micro_auroc"]
+    assert second.values[0] == other and spread["mean"] == pytest.approx((int8_val["micro_auroc"] + other) / 2)
+
 
 def test_a_latency_limit_marks_a_slow_network_infeasible_before_training(tmp_path: Path, capsys, monkeypatch) -> None:
     """E12 is several times slower than E18 on any CPU: a limit between them (measured here) keeps E18 only."""
