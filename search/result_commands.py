@@ -71,7 +71,8 @@ def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bo
     for r in rows:
         table.add_row(
             str(r["trial"]), r["thesis"] or "", *(spread_text(r, metric) for metric in shown),
-            *(_fmt(r["objectives"].get(m)) for m in extra), _fmt(r["test_micro_auroc"]),
+            *(spread_text(r, m) if m.startswith("val_") else _fmt(r["objectives"].get(m)) for m in extra),
+            _fmt(r["test_micro_auroc"]),
             f"{r['size_mb']:.3f}", f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}", str(r["seeds"]["count"]),
         )  # fmt: skip
     print_table(console, table)

@@ -137,7 +137,7 @@ def spread_text(row: dict[str, Any] | None, metric: str, *, count: bool = False)
     spread = row["seeds"]["val"].get(metric.removeprefix("val_")) if row["seeds"]["count"] > 1 else None
     if spread:
         return f"{spread['mean']:.4f} ± {spread['sd']:.4f}" + (f" ({spread['n']})" if count else "")
-    value = row.get(metric)
+    value = row.get(metric, row.get("objectives", {}).get(metric))  # an objective without a column of its own
     return "-" if value is None else f"{value:.4f}"
 
 

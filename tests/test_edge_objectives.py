@@ -215,6 +215,8 @@ def test_an_int8_validation_objective_is_the_exported_int8_models_figure(tmp_pat
     [row] = report_data(load(f"sqlite:///{workspace / 'study.db'}", name))["rows"]
     spread = row["seeds"]["val"]["int8_micro_auroc"]
     assert row["seeds"]["count"] == 2 and spread["n"] == 2 and spread["sd"] is not None
+    code, out, err = ecgsearch(capsys, monkeypatch, "pareto", *common)
+    assert code == 0 and f"{spread['mean']:.4f} ± {spread['sd']:.4f}" in out, err + out
     (second,) = load(f"sqlite:///{workspace / 'study.db'}", f"{name}.confirm").get_trials()
     other = second.user_attrs["result"]["int8"]["val"]["micro_auroc"]
     assert second.values[0] == other and spread["mean"] == pytest.approx((int8_val["micro_auroc"] + other) / 2)
