@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime
+import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -137,16 +138,36 @@ def training_calibration(train: WindowDataset, count: int = CALIBRATION_WINDOWS,
     return [(scaled[i : i + 1], metadata[i : i + 1].numpy().astype(np.float32)) for i in range(len(items))]
 
 
-def onnx_probabilities(onnx_path: Path | str, data: RecordDataset) -> np.ndarray:
-    """Sigmoid outputs of an ONNX model for every whole record of ``data``, in its order."""
+def onnx_probabilities(onnx_path: Path | str, data: RecordDataset, *, max_samples: int = 2**18) -> np.ndarray:
+    """Sigmoid outputs of an ONNX model for every whole record of ``data``, in its order.
+
+    Records of equal length go through together, up to ``max_samples`` samples per run (as
+    ``ecgnet.train.predict_probabilities`` batches them): each record is scaled on its own, and
+    a static int8 graph's scales do not depend on the batch, so the outputs are those of a
+    record-by-record pass, many times faster on thousands of validation records.
+    """
     runner = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    rows = []
-    for i in range(len(data)):
-        signal, metadata, _ = data[i]
-        inputs = {"signal": minmax_scale(signal[None]).numpy(), "metadata": metadata[None].numpy().astype(np.float32)}
-        logits = runner.run(None, graph_inputs(runner, inputs))[0]
-        rows.append(1.0 / (1.0 + np.exp(-logits[0])))
-    return np.asarray(rows, dtype=np.float32).reshape(len(data), -1)
+    out: np.ndarray | None = None
+    for batch in _equal_length_batches(data.lengths, max_samples):
+        items = [data[i] for i in batch]
+        signal = minmax_scale(torch.stack([item[0] for item in items])).numpy()
+        metadata = torch.stack([item[1] for item in items]).numpy().astype(np.float32)
+        logits = runner.run(None, graph_inputs(runner, {"signal": signal, "metadata": metadata}))[0]
+        if out is None:
+            out = np.zeros((len(data), logits.shape[1]), dtype=np.float32)
+        out[batch] = 1.0 / (1.0 + np.exp(-logits))
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def _equal_length_batches(lengths: np.ndarray, max_samples: int) -> list[list[int]]:
+    batches: list[list[int]] = []
+    for i in np.argsort(lengths, kind="stable").tolist():
+        batch = batches[-1] if batches else None
+        if batch and lengths[batch[0]] == lengths[i] and (len(batch) + 1) * lengths[i] <= max_samples:
+            batch.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def _scores(onnx_path: Path, data: RecordDataset, classes: ClassSet, thresholds: np.ndarray) -> dict[str, float]:
@@ -164,7 +185,8 @@ def int8_scores(
     """
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / MODEL_ONNX
-        export_onnx(copy.deepcopy(model).cpu(), fp32)  # a copy: the caller's model stays on its device
+        # A copy: exporting switches a model to eval mode, and this one stays the caller's, as it was.
+        export_onnx(copy.deepcopy(model).cpu(), fp32)
         int8 = quantize_int8(fp32, Path(tmp) / MODEL_INT8_ONNX, training_calibration(train))
         return _scores(int8, data, classes, np.asarray(thresholds))
 

@@ -209,7 +209,12 @@ def export_command(
             "calibrated on training windows) with its figures in model.json.",
         ),
     ] = False,
-    seeds: Annotated[int, typer.Option(help="With --retrain: seeds to train; the best by validation is kept.")] = 1,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            help="With --retrain: seeds to train; the one with the best validation micro AUROC (fp32) is kept."
+        ),
+    ] = 1,
     epochs: Annotated[int | None, typer.Option(help="With --retrain: epochs instead of the study's.")] = None,
     study_name: Annotated[str, typer.Option(help="The study to read.")] = "demo",
     workspace: Workspace = DEFAULT_WORKSPACE,

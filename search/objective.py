@@ -221,6 +221,10 @@ class TrialObjective:
         """
         definition = self.context.definition
         wanted = {o.metric for o in definition.objectives} | set(self.limits)
+        if any(metric.startswith(INT8_PREFIX) for metric in wanted):
+            # Quantize the untrained network first: a structure the quantizer cannot take then
+            # fails in a second, not after training (and again in every retry).
+            wanted.add("int8_size_mb")
         figures, notes = pretraining_figures(arch, wanted, calibration=self.latency_calibration,
                                              samples=definition.latency_samples,
                                              runs=definition.latency_runs)  # fmt: skip

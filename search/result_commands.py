@@ -81,10 +81,15 @@ def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bo
 
 def print_table(console: Console, table: Table) -> None:
     """Print ``table``; piped or redirected, at the width it needs (no terminal width to keep to)."""
-    if not console.is_terminal:
-        needed = console.measure(table, options=console.options.update_width(1000)).maximum
-        console = Console(width=max(console.width, needed))
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = console.width
+    console.width = max(width, console.measure(table, options=console.options.update_width(1000)).maximum)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def _fmt(value: float | None) -> str:

@@ -25,7 +25,7 @@ def test_int8_size_depends_on_the_structure_not_the_weights() -> None:
     assert int8_size_mb(ECGResNet(thesis_config("E17"))) > 2 * first  # a larger network, a larger file
 
 
-def test_the_int8_file_holds_int8_weights_per_channel_and_tracks_the_fp32_outputs(tmp_path) -> None:
+def test_the_int8_file_holds_int8_weights_per_channel_and_tracks_the_fp32_outputs(tmp_path, monkeypatch) -> None:
     torch.manual_seed(0)
     model = ECGResNet(thesis_config("E12")).eval()
     fp32 = tmp_path / "model.onnx"
@@ -47,6 +47,12 @@ def test_the_int8_file_holds_int8_weights_per_channel_and_tracks_the_fp32_output
     want = onnxruntime.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
     got = onnxruntime.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
     assert np.corrcoef(want.ravel(), got.ravel())[0, 1] > 0.9
+    # The quantizer's own file, names and all, computes exactly what the compacted one does.
+    monkeypatch.setattr("ecgnet.int8.compact_names", lambda model: model)
+    verbose = quantize_int8(fp32, tmp_path / "verbose.int8.onnx", calibration)
+    assert verbose.stat().st_size > int8.stat().st_size
+    same = onnxruntime.InferenceSession(str(verbose), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+    np.testing.assert_array_equal(same, got)
 
 
 def test_compact_names_keeps_what_the_graph_computes_in_a_smaller_file(tmp_path) -> None:

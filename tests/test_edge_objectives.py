@@ -193,6 +193,7 @@ def test_an_int8_validation_objective_is_the_exported_int8_models_figure(tmp_pat
     int8_val = e18.user_attrs["result"]["int8"]["val"]
     assert set(int8_val) == {"micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc"}
     assert e18.values[0] == int8_val["micro_auroc"]
+    assert e18.user_attrs["int8_size_mb"] > 0  # quantized untrained first: a failure shows before training
     # Quantization moves the figure a little, never to another network's.
     assert abs(int8_val["micro_auroc"] - e18.user_attrs["val_micro_auroc"]) < 0.05
     # At the rung the int8 figure is not known: the fp32 one of that epoch stands in.

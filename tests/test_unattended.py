@@ -236,6 +236,24 @@ def test_an_interrupt_inside_a_finalizer_is_dropped_quietly_and_other_errors_are
     assert [str(e) for e in seen] == ["a real problem", "after"] and seen[0] is other
 
 
+def test_a_worker_quiets_interrupts_in_finalizers_while_it_runs_and_restores_the_hook(tmp_path: Path, capsys,
+                                                                                      monkeypatch) -> None:  # fmt: skip
+    installed: list[tuple[type[BaseException], object]] = []
+
+    def recording(kind: type[BaseException]):
+        restore = ignore_unraisable(kind)
+        installed.append((kind, sys.unraisablehook))
+        return restore
+
+    monkeypatch.setattr("ecgsearch.worker.ignore_unraisable", recording)
+    before = sys.unraisablehook
+    args = worker_command(tmp_path, unique_name("hook"), 1)[len(ECGSEARCH) :]
+    code, _, err = ecgsearch(capsys, monkeypatch, *args)
+    assert code == 0, err
+    [(kind, hook)] = installed
+    assert kind is TrialInterrupted and hook is not before and sys.unraisablehook is before
+
+
 def test_settings_merge_rules() -> None:
     from ecgsearch.study_settings import SettingsConflict, StudySettings, settle
 
