@@ -26,7 +26,7 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from ecgnet.data.dataset import RecordDataset, WindowDataset, minmax_scale
+from ecgnet.data.dataset import RecordDataset, WindowDataset, equal_length_batches, minmax_scale
 from ecgnet.data.labels import ClassSet, class_set
 from ecgnet.export import MODEL_INT8_ONNX, MODEL_JSON, MODEL_ONNX, export_onnx
 from ecgnet.latency import graph_inputs, onnx_latency
@@ -148,7 +148,7 @@ def onnx_probabilities(onnx_path: Path | str, data: RecordDataset, *, max_sample
     """
     runner = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     out: np.ndarray | None = None
-    for batch in _equal_length_batches(data.lengths, max_samples):
+    for batch in equal_length_batches(data.lengths, max_samples):
         items = [data[i] for i in batch]
         signal = minmax_scale(torch.stack([item[0] for item in items])).numpy()
         metadata = torch.stack([item[1] for item in items]).numpy().astype(np.float32)
@@ -157,17 +157,6 @@ def onnx_probabilities(onnx_path: Path | str, data: RecordDataset, *, max_sample
             out = np.zeros((len(data), logits.shape[1]), dtype=np.float32)
         out[batch] = 1.0 / (1.0 + np.exp(-logits))
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
-
-
-def _equal_length_batches(lengths: np.ndarray, max_samples: int) -> list[list[int]]:
-    batches: list[list[int]] = []
-    for i in np.argsort(lengths, kind="stable").tolist():
-        batch = batches[-1] if batches else None
-        if batch and lengths[batch[0]] == lengths[i] and (len(batch) + 1) * lengths[i] <= max_samples:
-            batch.append(i)
-        else:
-            batches.append([i])
-    return batches
 
 
 def _scores(onnx_path: Path, data: RecordDataset, classes: ClassSet, thresholds: np.ndarray) -> dict[str, float]:

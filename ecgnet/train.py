@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ecgnet.arch import ArchConfig
-from ecgnet.data.dataset import RecordDataset, WindowDataset, minmax_scale, window_loader
+from ecgnet.data.dataset import RecordDataset, WindowDataset, equal_length_batches, minmax_scale, window_loader
 from ecgnet.data.labels import ClassSet
 from ecgnet.metrics import HEADLINE_METRICS, classification_metrics, tune_thresholds
 from ecgnet.model import ECGResNet
@@ -173,22 +173,11 @@ def predict_probabilities(
     device = device or next(model.parameters()).device
     model.eval()
     out = np.zeros((len(data), model.config.num_classes), dtype=np.float32)
-    order = np.argsort(data.lengths, kind="stable")
-    batch: list[int] = []
-
-    def flush() -> None:
+    for batch in equal_length_batches(data.lengths, max_samples):
         signal = torch.stack([data[i][0] for i in batch]).to(device)
         metadata = torch.stack([data[i][1] for i in batch]).to(device)
         logits = model(minmax_scale(signal), metadata)
         out[batch] = torch.sigmoid(logits.float()).cpu().numpy()
-        batch.clear()
-
-    for i in order:
-        if batch and (data.lengths[i] != data.lengths[batch[0]] or (len(batch) + 1) * data.lengths[i] > max_samples):
-            flush()
-        batch.append(int(i))
-    if batch:
-        flush()
     return out
 
 

@@ -181,3 +181,11 @@ def test_minmax_scale_leaves_a_float32_input_unchanged() -> None:
     x = torch.tensor([[[1.0, 3.0, 2.0]]])
     minmax_scale(x)
     assert torch.equal(x, torch.tensor([[[1.0, 3.0, 2.0]]]))
+
+
+def test_equal_length_batches_group_records_of_one_length_up_to_the_sample_budget() -> None:
+    from ecgnet.data.dataset import equal_length_batches
+
+    lengths = np.array([5, 3, 5, 5, 3, 12])
+    assert equal_length_batches(lengths, 10) == [[1, 4], [0, 2], [3], [5]]
+    assert equal_length_batches(lengths, 15) == [[1, 4], [0, 2, 3], [5]]  # a record over the budget still runs

@@ -20,7 +20,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from ecgnet.data.cache_reader import ECGCache
 
-__all__ = ["RecordDataset", "WindowDataset", "minmax_scale", "window_loader"]
+__all__ = ["RecordDataset", "WindowDataset", "equal_length_batches", "minmax_scale", "window_loader"]
 
 DEFAULT_WINDOW = 4096
 
@@ -35,6 +35,21 @@ def minmax_scale(signal: torch.Tensor) -> torch.Tensor:
     span = high - low
     inverse = torch.where(span > 0, 1.0 / span, torch.zeros_like(span))
     return scaled.sub_(low).mul_(inverse)
+
+
+def equal_length_batches(lengths: np.ndarray, max_samples: int) -> list[list[int]]:
+    """Indices of records grouped by equal length, at most ``max_samples`` samples a group (one record at least).
+
+    Whole records batched without padding, so a batched evaluation equals a one-by-one one.
+    """
+    batches: list[list[int]] = []
+    for i in np.argsort(lengths, kind="stable").tolist():
+        batch = batches[-1] if batches else None
+        if batch and lengths[batch[0]] == lengths[i] and (len(batch) + 1) * lengths[i] <= max_samples:
+            batch.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 class _CacheSubset(Dataset):
