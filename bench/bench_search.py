@@ -11,8 +11,12 @@ Part 2 (in memory): hypervolume (``ecgsearch.hypervolume``: AUROC vs log10 MB, r
 stand-in objective: the true size of each sampled architecture and an AUROC surface fitted to
 Table 4.1's micro AUROCs, plus noise.
 
+Part 3 (in memory): the same stand-in objective, 200 trials with 1 vs 16 trials in flight at
+every ask (as 16 workers of one study), TPE with and without its constant liar.
+
     python bench/bench_search.py                 # both parts (about 10 minutes on 2 cores)
     python bench/bench_search.py --part samplers
+    python bench/bench_search.py --part concurrency       # TPE with 1 vs 16 trials in flight, constant liar
     python bench/bench_search.py --part machinery --studies fresh --workers 1
 """
 
@@ -272,9 +276,65 @@ def samplers(seeds: int) -> None:
         print(f"{name}: trials to reach random search's mean 200-trial hypervolume, per seed: {shown}")
 
 
+def _concurrent_hypervolume(sampler, surface, space, rng: np.random.Generator, workers: int,
+                            trials: int = 200) -> float:  # fmt: skip
+    """Hypervolume after ``trials`` trials told, with ``workers`` trials in flight at every ask.
+
+    Workers finish in random order (trial lengths differ), so each ask sees up to ``workers - 1``
+    RUNNING trials, as a worker of a shared study does.
+    """
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    running: list[optuna.Trial] = []
+    points: list[tuple[float, float]] = []
+    asked = 0
+    while len(points) < trials:
+        while len(running) < workers and asked < trials:
+            trial = study.ask()
+            space.suggest(trial)
+            running.append(trial)
+            asked += 1
+        trial = running.pop(int(rng.integers(len(running))))
+        cfg = space.arch_of(trial.params)
+        auroc, size = surface(cfg) + float(rng.normal(0, 0.01)), describe_size(cfg).size_mb
+        study.tell(trial, (auroc, size))
+        points.append((auroc, size))
+    return hypervolume(points)
+
+
+def concurrency(seeds: int, workers: int) -> None:
+    """TPE (with our unseen-proposal wrapper, as studies run) with 1 vs ``workers`` trials in flight."""
+    surface, _ = _auroc_surface()
+    space = load_definition("demo").space
+    print(f"\nPart 3: hypervolume after 200 stand-in trials, 1 vs {workers} concurrent workers, {seeds} seeds")
+
+    def make(seed: int, liar: bool) -> optuna.samplers.BaseSampler:
+        tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, constant_liar=liar)
+        return UnseenProposalSampler(tpe, space, seed=seed)
+
+    runs = {
+        "1 worker": [_concurrent_hypervolume(make(s, False), surface, space, np.random.default_rng(s), 1)
+                     for s in range(seeds)],
+        f"{workers} workers": [_concurrent_hypervolume(make(s, False), surface, space, np.random.default_rng(s),
+                                                       workers) for s in range(seeds)],
+        f"{workers} workers, constant liar": [
+            _concurrent_hypervolume(make(s, True), surface, space, np.random.default_rng(s), workers)
+            for s in range(seeds)
+        ],
+    }  # fmt: skip
+    base = statistics.fmean(runs["1 worker"])
+    for name, values in runs.items():
+        mean = statistics.fmean(values)
+        print(f"{name:>28}: mean {mean:.4f} ({(mean / base - 1) * 100:+.1f}% vs 1 worker); per seed "
+              + ", ".join(f"{v:.4f}" for v in values))  # fmt: skip
+    for name in list(runs)[1:]:
+        ratio = statistics.fmean(runs[name]) / base
+        print(f"RESULT part=concurrency setting={name.replace(' ', '_').replace(',', '')} hv_ratio={ratio:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["all", "machinery", "samplers"], default="all")
+    parser.add_argument("--part", choices=["all", "machinery", "samplers", "concurrency"], default="all")
+    parser.add_argument("--concurrent-workers", type=int, default=16, help="part 3: trials in flight")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--studies", default="fresh,prefilled", help="part 1: fresh, prefilled or both")
     parser.add_argument("--workers", default="1,8", help="part 1: worker counts, e.g. 1,8")
@@ -288,6 +348,8 @@ def main() -> None:
         machinery(url, args.studies.split(","), [int(n) for n in args.workers.split(",")])
     if args.part in ("all", "samplers"):
         samplers(args.seeds)
+    if args.part in ("all", "concurrency"):
+        concurrency(args.seeds, args.concurrent_workers)
     print(json.dumps({"cpu_count": os.cpu_count()}))
 
 

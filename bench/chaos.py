@@ -2,6 +2,7 @@
 
     source /tmp/ci-services.env    # after `bash .ci/services.sh up` (root: the restart needs it)
     python bench/chaos.py --trials 40 --workers 4 --kills 8
+    python bench/chaos.py --trials 40 --workers 8 --kills 8 --cap 4    # as a role capped at 4 connections
 
 Workers run `ecgsearch worker` on the tests' tiny definition (trials of a few seconds). While
 the study fills, a random worker gets SIGKILL or SIGTERM every few seconds and a replacement
@@ -28,6 +29,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from ecgsearch.storage import open_storage
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny.toml"
 SERVICES = ROOT / ".ci" / "services.sh"
@@ -41,6 +44,12 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=8, help="workers killed (SIGKILL or SIGTERM) in all")
     parser.add_argument("--kill-every", type=float, nargs=2, default=(4.0, 10.0), help="seconds between kills")
     parser.add_argument("--restart-down", type=float, default=3.0, help="seconds PostgreSQL stays down (0: no restart)")
+    parser.add_argument(
+        "--cap",
+        type=int,
+        default=0,
+        help="run as a fresh role with this CONNECTION LIMIT (0: the services' role, uncapped)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=1200.0)
     args = parser.parse_args()
@@ -49,6 +58,23 @@ def main() -> int:
     if not url or not url.startswith("postgresql"):
         print("error: set OPTUNA_STORAGE_URL or ECGSEARCH_STORAGE to the test PostgreSQL", file=sys.stderr)
         return 2
+    role = None
+    if args.cap:
+        from bench_scale import make_role, role_url
+
+        role, password = make_role(args.cap)
+        url = role_url(role)
+        os.environ["PGPASSWORD"] = password  # libpq reads it: never in a URL or a command line
+    try:
+        return run(args, url)
+    finally:
+        if role is not None:
+            from bench_scale import drop_role
+
+            drop_role(role)
+
+
+def run(args: argparse.Namespace, url: str) -> int:
     rng = random.Random(args.seed)
     name = f"chaos-{uuid.uuid4().hex[:8]}"
     workspace = Path(tempfile.mkdtemp(prefix="ecgsearch-chaos-"))
@@ -75,7 +101,8 @@ def main() -> int:
     kills: collections.Counter[str] = collections.Counter()
     restarted = args.restart_down <= 0
     next_kill = time.monotonic() + rng.uniform(*args.kill_every)
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    # Our storage: one connection, closed when idle, so watching costs the workers no budget.
+    storage = open_storage(url)
 
     def complete() -> int:
         try:
@@ -132,6 +159,7 @@ def main() -> int:
     lost = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in failed
                if t.datetime_complete and t.datetime_start)  # fmt: skip
     outage_lines = sum(p.read_text().count("database unreachable") for p in logs.glob("*.log"))
+    limit_lines = sum(p.read_text().count("connection limit is reached") for p in logs.glob("*.log"))
     checks = {
         f"exactly {args.trials} COMPLETE": states["COMPLETE"] == args.trials,
         "none RUNNING or WAITING": not states["RUNNING"] and not states["WAITING"],
@@ -142,7 +170,9 @@ def main() -> int:
     print(f"study {name}: {args.trials} trials, {args.workers} workers at a time, {started} started in all")
     restarts = int(restarted and args.restart_down > 0)
     print(f"kills: {kills['SIGKILL']} SIGKILL, {kills['SIGTERM']} SIGTERM; PostgreSQL restarts: {restarts} "
-          f"(outage lines in worker logs: {outage_lines})")  # fmt: skip
+          f"(outage lines in worker logs: {outage_lines}; connection-limit lines: {limit_lines})")  # fmt: skip
+    if args.cap:
+        print(f"as a role capped at {args.cap} connections")
     retries = sum("retry_history" in t.system_attrs for t in trials)
     print(f"states: {dict(states)}; retries: {retries}; trial-seconds lost in failed trials: {lost:.1f}")
     print(f"wall time: {wall:.1f} s; logs: {logs}")

@@ -27,7 +27,7 @@ from ecgnet.train_config import TrainConfig
 from ecgsearch.objective import TrialObjective, result_record, trained_figures
 from ecgsearch.optuna_internals import sibling_study
 from ecgsearch.seeds import CONFIRMS_ATTR, SEED_ATTR, network_trial
-from ecgsearch.storage import database_lock
+from ecgsearch.storage import database_lock, lock_target
 from ecgsearch.study import THESIS_ATTR, WORKER_ID
 
 __all__ = [
@@ -86,7 +86,7 @@ def enqueue_jobs(confirm: optuna.Study, main_trials: list[FrozenTrial], jobs: li
     Under a database lock, so that two ``confirm`` commands enqueue each job once.
     """
     by_number = {t.number: t for t in main_trials}
-    with database_lock(lock_url, f"enqueue:{confirm.study_name}"):
+    with database_lock(lock_target(confirm, lock_url), f"enqueue:{confirm.study_name}"):
         present = {
             (t.user_attrs.get(CONFIRMS_ATTR), t.user_attrs.get(SEED_ATTR))
             for t in confirm.get_trials(deepcopy=False) if t.state != TrialState.FAIL

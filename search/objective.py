@@ -28,12 +28,14 @@ from ecgnet.metric_names import HEADLINE_METRICS, INT8_METRICS
 from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, train_and_evaluate
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
+from ecgsearch.connection_guard import LockLost
 from ecgsearch.early_stopping import rung_decision
 from ecgsearch.optuna_internals import trials_just_read
 from ecgsearch.pretraining_figures import LatencyCalibration, pretraining_figures
 from ecgsearch.study import THESIS_ATTR, WORKER_ID, SearchContext
 
 __all__ = [
+    "LOCK_LOST_REASON",
     "TrialInterrupted",
     "TrialObjective",
     "config_key",
@@ -49,6 +51,8 @@ UNTRAINED = {f"val_{name}": 0.5 if name.endswith("auroc") else 0.0
              for name in HEADLINE_METRICS + tuple(f"int8_{m}" for m in INT8_METRICS)}  # fmt: skip
 INT8_PREFIX = "val_int8_"
 DUPLICATE_POLL_SECONDS = 2.0
+# A trial failed because the study's lock went with its connection while its network was chosen.
+LOCK_LOST_REASON = "the study's lock was lost during the ask; queued again"
 # A trial's objectives at a rung epoch under [early_stopping]: user attribute "rung_<epoch>".
 RUNG_ATTR_PREFIX = "rung_"
 ARTIFACT_FILES = ("model.pt", "model.json")
@@ -132,8 +136,16 @@ class TrialObjective:
         self.current_trial: optuna.Trial | None = None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        self.before_trial()
         self.current_trial = trial
+        try:
+            # Optuna samples a trial's parameters lazily, at its first suggestion: they are chosen
+            # here, while the worker still holds the study's lock, so that no two workers turn
+            # their proposals into the same network (ecgsearch.proposals).
+            trial.relative_params  # noqa: B018
+        except LockLost:
+            trial.set_user_attr("fail_reason", LOCK_LOST_REASON)
+            raise
+        self.before_trial()
         try:
             values = self._run(trial)
             self._stop_if_interrupted()

@@ -12,11 +12,22 @@ from __future__ import annotations
 
 import numpy as np
 import optuna
+import sqlalchemy
 from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["count_trials", "hypervolume_of_losses", "set_trial_user_attr", "sibling_study", "storage_backend",
-           "trial_by_number", "trial_row", "trials_just_read"]  # fmt: skip
+__all__ = [
+    "count_trials",
+    "hypervolume_of_losses",
+    "running_trials_without_heartbeat",
+    "set_trial_user_attr",
+    "sibling_study",
+    "storage_backend",
+    "trial_by_id",
+    "trial_by_number",
+    "trial_row",
+    "trials_just_read",
+]
 
 
 def count_trials(study: optuna.Study, state: TrialState | None = None) -> int:
@@ -28,6 +39,11 @@ def count_trials(study: optuna.Study, state: TrialState | None = None) -> int:
 def trial_row(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenTrial:
     """One trial as stored now (one row, not the whole study)."""
     return study._storage.get_trial(trial._trial_id)
+
+
+def trial_by_id(study: optuna.Study, trial_id: int) -> FrozenTrial:
+    """The trial with storage id ``trial_id`` (what a storage call returned), as stored now."""
+    return study._storage.get_trial(trial_id)
 
 
 def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
@@ -74,3 +90,17 @@ def hypervolume_of_losses(losses: list[tuple[float, ...]], reference: tuple[floa
     if not kept:
         return 0.0
     return float(compute_hypervolume(np.asarray(kept, dtype=float), np.asarray(reference, dtype=float)))
+
+
+def running_trials_without_heartbeat(storage: optuna.storages.RDBStorage, study_id: int) -> list[int]:
+    """Ids of the study's RUNNING trials with no heartbeat row (Optuna's staleness check skips them)."""
+    from optuna.storages._rdb import models
+
+    with storage.engine.connect() as connection:
+        query = (
+            sqlalchemy.select(models.TrialModel.trial_id)
+            .outerjoin(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+            .where(models.TrialModel.study_id == study_id, models.TrialModel.state == TrialState.RUNNING,
+                   models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
+        )  # fmt: skip
+        return [row[0] for row in connection.execute(query)]

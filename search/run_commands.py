@@ -123,6 +123,10 @@ class LiveDisplay:
                 f"failed {event['trials']} trial(s) of worker(s) that stopped beating; their retries follow",
                 highlight=False,
             )
+        elif kind == "lock_lost":
+            self.progress.console.print(
+                "the study's lock went with a lost database connection during an ask; asking again", highlight=False
+            )
         elif kind == "study_waiting":
             self.progress.console.print(
                 f"the study is at its total; waiting for {event['running']} trial(s) other workers run "

@@ -25,7 +25,7 @@ from ecgnet.thesis import thesis_experiments
 from ecgsearch.definition import StudyDefinition
 from ecgsearch.errors import UserError
 from ecgsearch.proposals import UnseenProposalSampler
-from ecgsearch.storage import StorageSettings, database_lock, open_storage
+from ecgsearch.storage import StorageSettings, database_lock, lock_target, open_storage
 from ecgsearch.study_settings import SETTINGS_ATTR, SETTINGS_LOG_ATTR, StudySettings, log_entry, settle
 from ecgsearch.workspace import Workspace, data_fingerprint
 
@@ -162,7 +162,7 @@ def open_study(
         "definition_fingerprint": definition.fingerprint(),
         "data_fingerprint": data_fingerprint(context.cache),
     }
-    with database_lock(context.storage_url, f"create:{context.study_name}", guard=storage.guard):
+    with database_lock(storage, f"create:{context.study_name}"):
         # One name lookup: a shared storage can hold hundreds of studies, and every worker opens one.
         try:
             storage.get_study_id_from_name(context.study_name)
@@ -231,7 +231,7 @@ def enqueue_thesis(study: optuna.Study, context: SearchContext, names: list[str]
     """
     names = list(context.definition.fixed_trials if names is None else names)
     experiments = thesis_experiments()
-    with database_lock(context.storage_url, f"enqueue:{study.study_name}"):
+    with database_lock(lock_target(study, context.storage_url), f"enqueue:{study.study_name}"):
         present = {t.user_attrs.get(THESIS_ATTR) for t in study.get_trials(deepcopy=False)}
         added = []
         for name in names:

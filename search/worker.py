@@ -35,12 +35,13 @@ from optuna.trial import TrialState
 
 from ecgnet.runner import load_data
 from ecgsearch.confirm import ConfirmObjective, is_confirm_study
-from ecgsearch.objective import EventCallback, TrialInterrupted, TrialObjective
-from ecgsearch.optuna_internals import count_trials, storage_backend, trial_row
+from ecgsearch.connection_guard import LockLost
+from ecgsearch.objective import LOCK_LOST_REASON, EventCallback, TrialInterrupted, TrialObjective
+from ecgsearch.optuna_internals import count_trials, set_trial_user_attr, storage_backend, trial_by_id, trial_row
 from ecgsearch.pretraining_figures import calibrate_latency
 from ecgsearch.retry import RetryFailedTrial
 from ecgsearch.signals import ignore_unraisable, install_time_warning_handler, time_warning
-from ecgsearch.storage import DatabaseLock
+from ecgsearch.storage import DatabaseLock, database_lock, lock_target
 from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_settings
 
 __all__ = ["WorkerReport", "run_worker"]
@@ -58,6 +59,7 @@ class WorkerReport:
     terminated: bool = False
     stopped_by_deadline: bool = False
     reaped: int = 0  # trials of dead workers this worker failed (their retries follow)
+    lock_losses: int = 0  # asks started over because the ask lock went with its connection
     systematic_failure: str | None = None  # the reason shared by the failures that stopped it
 
 
@@ -107,22 +109,24 @@ def run_worker(
         enqueue_thesis(study, context, list(context.definition.fixed_trials)[: settings.total])
     spec = context.data_spec
     data = load_data(spec, context.definition.training)
-    lock = DatabaseLock(context.storage_url, f"ask:{study.study_name}", getattr(storage_backend(study), "guard", None))
+    backend = storage_backend(study)
+    # The ask lock's scope: reaping dead trials, counting, creating the trial and sampling its
+    # network; the objective lets it go before anything else. Lost mid-ask, the ask starts over.
+    lock = DatabaseLock(lock_target(study, context.storage_url), f"ask:{study.study_name}", reacquire_on_loss=False)
     state = {"in_trial": False, "terminate": False}
 
     def release_lock() -> None:
         state["in_trial"] = True
+        held = lock.held_seconds
         lock.release()
+        on_event({"event": "ask_lock_released", "held_seconds": held})
 
     calibration = None
     if "latency_ms" in {o.metric for o in context.definition.objectives} | set(settings.limits):
         # Under the lock: workers starting together agree on the study's reference latency.
-        lock.acquire()
-        try:
+        with database_lock(lock_target(study, context.storage_url), lock.name):
             calibration = calibrate_latency(study, len(data.classes), context.definition.latency_samples,
                                             context.definition.latency_runs)  # fmt: skip
-        finally:
-            lock.release()
     objective = objective_class(context, data, spec, max_mb=settings.max_mb, limits=settings.limits,
                                 latency_calibration=calibration, on_event=on_event, before_trial=release_lock,
                                 interrupted=lambda: state["terminate"])  # fmt: skip
@@ -147,27 +151,36 @@ def run_worker(
             if time_warning.is_set() or (should_stop is not None and should_stop()):
                 report.stopped_by_deadline = True
                 break
-            lock.acquire()
-            reaped = _reap_dead_trials(study)
-            report.reaped += reaped
-            if reaped:
-                on_event({"event": "reaped", "trials": reaped})
-            fill = _fill_state(study, settings.total, enqueued_only=confirming)
-            if fill != "open":
-                lock.release()
-                if fill == "full":
-                    break
-                if not waiting_shown:
-                    on_event({"event": "study_waiting", "running": count_trials(study, TrialState.RUNNING)})
-                    waiting_shown = True
-                time.sleep(poll)
-                continue
-            waiting_shown = False
+            backend.asked_trial_id = None
             objective.current_trial = None
             try:
+                lock.acquire()
+                reaped = _reap_dead_trials(study)
+                report.reaped += reaped
+                if reaped:
+                    on_event({"event": "reaped", "trials": reaped})
+                fill = _fill_state(study, settings.total, enqueued_only=confirming)
+                if fill != "open":
+                    lock.release()
+                    if fill == "full":
+                        break
+                    if not waiting_shown:
+                        on_event({"event": "study_waiting", "running": count_trials(study, TrialState.RUNNING)})
+                        waiting_shown = True
+                    time.sleep(poll)
+                    continue
+                waiting_shown = False
                 study.optimize(objective, n_trials=1, catch=(Exception,))
             except TrialInterrupted:
                 report.terminated = True
+            except LockLost:
+                # The lock went with its connection mid-ask: another worker may have asked since, so
+                # this ask's count is stale. A trial it already made is failed and queued again (free).
+                report.lock_losses += 1
+                on_event({"event": "lock_lost"})
+                if backend.asked_trial_id is not None and objective.current_trial is None:
+                    _abandon_trial(study, backend.asked_trial_id, context, settings.max_retries)
+                continue
             finally:
                 state["in_trial"] = False
                 if lock.held:
@@ -183,9 +196,14 @@ def run_worker(
             report.failed += 1
             reason = frozen.user_attrs.get("fail_reason", "unknown")
             stopped_by_sigterm = report.terminated or state["terminate"]
-            # A trial stopped by SIGTERM did nothing wrong: its retry does not count toward the limit.
-            _record_failure(study, frozen, context, settings.max_retries, counts=not stopped_by_sigterm)
-            if stopped_by_sigterm:
+            lock_lost = reason == LOCK_LOST_REASON
+            # A trial stopped by SIGTERM or by a lost lock did nothing wrong: its retry does not
+            # count toward the limit.
+            _record_failure(study, frozen, context, settings.max_retries, counts=not (stopped_by_sigterm or lock_lost))
+            if lock_lost:
+                report.lock_losses += 1
+                on_event({"event": "lock_lost"})
+            if stopped_by_sigterm or lock_lost:
                 continue
             recent_failures.append(reason)
             if (len(recent_failures) >= settings.max_consecutive_failures
@@ -209,3 +227,13 @@ def _record_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial, contex
     log = context.workspace.logs / f"{context.study_name}-trial-{trial.number}.log"
     with open(log, "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} FAIL: {trial.user_attrs.get('fail_reason', 'unknown')}\n")
+
+
+def _abandon_trial(study: optuna.Study, trial_id: int, context: SearchContext, max_retries: int) -> None:
+    """Fail a trial this worker created but never ran, and queue it again without counting a retry."""
+    trial = trial_by_id(study, trial_id)
+    if trial.state != TrialState.RUNNING:
+        return
+    set_trial_user_attr(study, trial, "fail_reason", LOCK_LOST_REASON)
+    study.tell(trial.number, state=TrialState.FAIL)
+    _record_failure(study, trial_row(study, trial), context, max_retries, counts=False)

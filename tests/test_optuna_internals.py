@@ -14,9 +14,11 @@ from optuna.trial import TrialState
 from ecgsearch.optuna_internals import (
     count_trials,
     hypervolume_of_losses,
+    running_trials_without_heartbeat,
     set_trial_user_attr,
     sibling_study,
     storage_backend,
+    trial_by_id,
     trial_by_number,
     trial_row,
     trials_just_read,
@@ -56,6 +58,18 @@ def test_trial_by_number_finds_existing_numbers_only(study: optuna.Study) -> Non
     assert trial_by_number(study, 2).values == [0.7, 1.0]
     assert trial_by_number(study, 99) is None
     assert trial_by_number(study, -1) is None  # list indexing would return the last trial
+
+
+def test_trial_by_id_reads_the_trial_a_storage_call_named(study: optuna.Study) -> None:
+    trial = study.ask()
+    assert trial_by_id(study, trial._trial_id).number == trial.number
+
+
+def test_running_trials_without_heartbeat_lists_those_optuna_never_finds_stale(study: optuna.Study) -> None:
+    beating, silent = study.ask(), study.ask()
+    backend = storage_backend(study)
+    backend.record_heartbeat(beating._trial_id)
+    assert running_trials_without_heartbeat(backend, study._study_id) == [silent._trial_id]
 
 
 def test_trials_just_read_reuses_or_refreshes(study: optuna.Study) -> None:

@@ -116,7 +116,7 @@ def test_workers_ride_out_a_postgresql_restart(postgres_url: str, tmp_path: Path
 
 
 @pytest.mark.services
-def test_a_worker_holds_at_most_three_connections(postgres_url: str, tmp_path: Path) -> None:
+def test_a_worker_holds_at_most_one_connection_and_none_while_it_trains(postgres_url: str, tmp_path: Path) -> None:
     name = unique_name("conns")
     engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
     database = sqlalchemy.engine.make_url(postgres_url).database
@@ -128,16 +128,22 @@ def test_a_worker_holds_at_most_three_connections(postgres_url: str, tmp_path: P
 
     baseline = connections()
     cmd = slow_worker(tmp_path, name, 2)
-    worker = subprocess.Popen(cmd, env=environment(postgres_url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    worker = subprocess.Popen(cmd, env=environment(postgres_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)  # fmt: skip
-    peak = 0
+    samples = []
     while worker.poll() is None:
-        peak = max(peak, connections() - baseline)
+        samples.append(connections() - baseline)
         time.sleep(0.05)
     engine.dispose()
-    assert worker.returncode == 0, worker.stderr.read()[-2000:]
-    print(f"\npeak PostgreSQL connections of one worker: {peak}")
-    assert 1 <= peak <= 3
+    _, err = worker.communicate()
+    assert worker.returncode == 0, err[-2000:]
+    started = samples.index(1) if 1 in samples else len(samples)
+    print(f"\npeak PostgreSQL connections of one worker: {max(samples)}; "
+          f"none in {samples[started:].count(0)} of {len(samples) - started} samples after the first")  # fmt: skip
+    assert max(samples) == 1
+    # Training holds no connection (these epochs are short, so each epoch's history write
+    # reconnects for a moment); a worker holding one for life would never show 0.
+    assert samples[started:].count(0) >= 5
 
 
 def test_study_settings_are_recorded_and_a_conflicting_worker_is_refused(tmp_path: Path, capsys, monkeypatch) -> None:
