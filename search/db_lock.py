@@ -40,13 +40,18 @@ from ecgsearch.connection_guard import StorageUnavailable
 if TYPE_CHECKING:
     from ecgsearch.storage import ResilientRDBStorage
 
-__all__ = ["DatabaseLock", "database_lock"]
+__all__ = ["DatabaseLock", "database_lock", "lock_key"]
 
 
 # A wait this long gets a line naming the holder; one this long ends the wait with an error.
 WAIT_REPORT_SECONDS = 30.0
 WAIT_TIMEOUT_SECONDS = 1800.0
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.02, 1.0
+
+
+def lock_key(name: str) -> int:
+    """The advisory-lock key every process derives from the lock's name (a signed 64-bit integer)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 class DatabaseLock:
@@ -58,7 +63,7 @@ class DatabaseLock:
         self.reacquire_on_loss = reacquire_on_loss
         self.wait_timeout = wait_timeout
         digest = hashlib.sha256(name.encode()).digest()
-        self._key = int.from_bytes(digest[:8], "big", signed=True)
+        self._key = lock_key(name)
         self._held = False
         self._acquired_at = 0.0
         self._file = None

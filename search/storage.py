@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 import random
 import socket
@@ -42,7 +41,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from ecgsearch.connection_guard import LockLost, OutageGuard, StorageRefused, StorageUnavailable, redact
-from ecgsearch.db_lock import DatabaseLock, database_lock
+from ecgsearch.db_lock import DatabaseLock, database_lock, lock_key
 from ecgsearch.optuna_internals import running_trials_without_heartbeat, storage_backend
 from ecgsearch.retry import RetryFailedTrial
 
@@ -309,7 +308,7 @@ def _create_optuna_tables(url: str, guard: OutageGuard, engine_kwargs: dict) -> 
     the tables on the lock's own connection (Optuna's table creation opens a second connection
     while one is open: on a single static connection, both are that one).
     """
-    key = int.from_bytes(hashlib.sha256(b"create-schema").digest()[:8], "big", signed=True)
+    key = lock_key("create-schema")
     engine = sqlalchemy.create_engine(
         url, poolclass=sqlalchemy.pool.NullPool, connect_args=engine_kwargs["connect_args"]
     )
