@@ -23,7 +23,6 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.serialization import skip_data
-from torch.utils.flop_counter import FlopCounterMode
 
 from ecgnet.arch import ArchConfig
 from ecgnet.model import METADATA_INPUTS, ECGResNet
@@ -147,22 +146,46 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: ECGResNet, samples: int = MAC_INPUT_SAMPLES, batch: int = 1) -> int:
-    """Multiply-accumulates of one forward pass, from torch's FlopCounterMode (MACs = FLOPs/2).
+    """Multiply-accumulates of one forward pass: every convolution's and linear layer's, from the shapes.
 
-    Runs on the meta device when ``model`` lives there, so it costs only shape arithmetic.
+    These layers are the only ones with multiplications to count (torch's FlopCounterMode counts
+    the same, at 2 FLOPs a MAC, but costs seconds on its first use). Runs on the meta device when
+    ``model`` lives there, so it costs only shape arithmetic.
     """
     device = next(model.parameters()).device
     signal = torch.zeros(batch, model.config.in_leads, samples, device=device)
     metadata = torch.zeros(batch, METADATA_INPUTS, device=device)
-    counter = FlopCounterMode(display=False)
+    total = 0
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv1d):
+            total += output.numel() * (module.in_channels // module.groups) * module.kernel_size[0]
+        else:
+            total += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Linear))]
+    # Normalisation keeps shapes and has no MACs; on the meta device its first call costs seconds
+    # (torch loads its decompositions), so it is stepped over.
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    for norm in norms:
+        norm.forward = _shape_only
     was_training = model.training
     model.eval()
     try:
-        with counter, torch.no_grad():
+        with torch.no_grad():
             model(signal, metadata)
     finally:
         model.train(was_training)
-    return counter.get_total_flops() // 2
+        for hook in hooks:
+            hook.remove()
+        for norm in norms:
+            del norm.forward
+    return total
+
+
+def _shape_only(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def describe_size(config: ArchConfig, *, macs: bool = False) -> SizeReport:

@@ -25,47 +25,15 @@ from ecgnet.runner import RunOutcome, reseeded, train_and_evaluate
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
 from ecgsearch.objective import TrialObjective, result_record, trained_figures
-from ecgsearch.optuna_internals import sibling_study
-from ecgsearch.seeds import CONFIRMS_ATTR, SEED_ATTR, network_trial
+from ecgsearch.seeds import (
+    CONFIRMS_ATTR,
+    SEED_ATTR,
+    network_trial,
+)
 from ecgsearch.storage import database_lock, lock_target
 from ecgsearch.study import THESIS_ATTR, WORKER_ID
 
-__all__ = [
-    "CONFIRM_OF_ATTR",
-    "ConfirmObjective",
-    "confirm_jobs",
-    "confirm_study_name",
-    "confirmation_trials",
-    "enqueue_jobs",
-    "is_confirm_study",
-    "study_training_seed",
-]
-
-CONFIRM_SUFFIX = ".confirm"
-# A study user attribute of the confirm study: the name of the study it confirms.
-CONFIRM_OF_ATTR = "confirms_study"
-
-
-def confirm_study_name(study_name: str) -> str:
-    return study_name + CONFIRM_SUFFIX
-
-
-def is_confirm_study(study: optuna.Study) -> bool:
-    return CONFIRM_OF_ATTR in study.user_attrs
-
-
-def study_training_seed(study: optuna.Study) -> int:
-    """The seed every trial of ``study`` trained with (the definition's ``[training] seed``)."""
-    return int(study.user_attrs["definition"].get("training", {}).get("seed", 0))
-
-
-def confirmation_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The COMPLETE runs of ``study``'s confirm study (none when it has no confirm study)."""
-    confirm = sibling_study(study, confirm_study_name(study.study_name))
-    if confirm is None:
-        return []
-    complete = confirm.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [t for t in complete if CONFIRMS_ATTR in t.user_attrs]
+__all__ = ["ConfirmObjective", "confirm_jobs", "enqueue_jobs"]
 
 
 def confirm_jobs(trials: list[FrozenTrial], chosen: list[int], seeds: int, study_seed: int) -> list[tuple[int, int]]:

@@ -13,19 +13,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ecgsearch.confirm import (
-    CONFIRM_OF_ATTR,
-    confirm_jobs,
-    confirm_study_name,
-    enqueue_jobs,
-    is_confirm_study,
-    study_training_seed,
-)
+from ecgsearch.confirm import confirm_jobs, enqueue_jobs
 from ecgsearch.errors import UserError
+from ecgsearch.optuna_internals import trial_by_number
 from ecgsearch.result_commands import definition_of, load_existing_study, print_table
-from ecgsearch.results import feasible_trained, front_trials, seed_summary, seed_table
+from ecgsearch.results import feasible_trained, front_trials, seed_summary, seed_table, study_rows
 from ecgsearch.run_commands import LiveDisplay, RepeatedFailure
-from ecgsearch.seeds import network_trial
+from ecgsearch.seeds import CONFIRM_OF_ATTR, confirm_study_name, is_confirm_study, network_trial, study_training_seed
 from ecgsearch.storage import StorageSettings
 from ecgsearch.study import THESIS_ATTR, SearchContext, open_study
 from ecgsearch.worker import run_worker
@@ -55,7 +49,7 @@ def choose_trials(study: optuna.Study, *, front: bool, thesis: bool, trials: lis
 
 
 def _why_not(study: optuna.Study, number: int) -> str:
-    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    trial = next((t for t in study_rows(study) if t.number == number), None)
     if trial is None:
         return "no such trial"
     if "infeasible" in trial.user_attrs:
@@ -85,8 +79,9 @@ def confirm(
         raise UserError(f"{study_name!r} is a confirm study; give the study it confirms, "
                         f"{study.user_attrs[CONFIRM_OF_ATTR]!r}")  # fmt: skip
     chosen = choose_trials(study, front=front, thesis=thesis, trials=trials)
-    main_trials = study.get_trials(deepcopy=False)
-    jobs = confirm_jobs(main_trials, chosen, seeds, study_training_seed(study))
+    jobs = confirm_jobs(study_rows(study), chosen, seeds, study_training_seed(study))
+    # Whole (with parameters): only the networks to train again.
+    networks = [trial_by_number(study, n) for n in sorted({network for network, _ in jobs})]
     data_cache = Path(study.user_attrs["data_cache"])
     if not data_cache.exists():
         raise UserError(f"{data_cache}: the study's data cache is gone; confirmation retrains on it")
@@ -97,10 +92,9 @@ def confirm(
     confirmation = open_study(context)
     if not is_confirm_study(confirmation):
         confirmation.set_user_attr(CONFIRM_OF_ATTR, study_name)
-    added = enqueue_jobs(confirmation, main_trials, jobs, url)
-    networks = len({network for network, _ in jobs})
+    added = enqueue_jobs(confirmation, networks, jobs, url)
     console.print(
-        f"study {study_name}: {len(chosen)} trial(s) ({networks} network(s)) to confirm with {seeds} seeds each; "
+        f"study {study_name}: {len(chosen)} trial(s) ({len(networks)} network(s)) to confirm with {seeds} seeds each; "
         f"{len(added)} new run(s) enqueued in {confirmation.study_name} ({len(jobs) - len(added)} already done or "
         "queued)",
         highlight=False,
@@ -132,7 +126,7 @@ def spread_table(study: optuna.Study, chosen: list[int]) -> Table:
     Int8 objectives (``val_int8_*``) get their own columns: the search ranked by them.
     """
     runs = seed_table(study)
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    by_number = {t.number: t for t in study_rows(study)}
     int8 = [m.removeprefix("val_") for m in study.metric_names or [] if m.startswith("val_int8_")]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"Seed spread in {study.study_name}")
     for header in ("trial", "thesis", "seeds", "val µAUROC mean ± sd", "val µAUPRC mean ± sd",

@@ -7,10 +7,18 @@ set of points dominates and the reference point bounds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 from ecgsearch.optuna_internals import hypervolume_of_losses
 
-__all__ = ["REFERENCES", "REFERENCE_AUROC", "REFERENCE_MB", "hypervolume", "objective_hypervolume"]
+__all__ = [
+    "REFERENCES",
+    "REFERENCE_AUROC",
+    "REFERENCE_MB",
+    "hypervolume",
+    "objective_hypervolume",
+    "running_hypervolumes",
+]
 
 REFERENCE_AUROC = 0.5
 REFERENCE_MB = 64.0
@@ -56,3 +64,30 @@ def objective_hypervolume(points: list[tuple[float, ...]], metric_names: list[st
     losses = [tuple(_loss(m, d, v) for m, d, v in zip(metric_names, directions, point, strict=True))
               for point in points]  # fmt: skip
     return hypervolume_of_losses(losses, reference)
+
+
+def running_hypervolumes(
+    points: Sequence[tuple[float, ...] | None],
+    directions: Sequence[str],
+    measure: Callable[[list[tuple[float, ...]]], float],
+) -> list[float]:
+    """``measure`` of the first i points, for every i (None: a step that adds no point).
+
+    Measured on the running front only, and again only when a point joins it: a dominated point
+    adds no hypervolume. Linear in the points where measuring every prefix is quadratic (minutes
+    for a 10,000-trial study).
+    """
+    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
+
+    def covers(a: tuple[float, ...], b: tuple[float, ...]) -> bool:  # a at least as good as b everywhere
+        return all(s * x <= s * y for s, x, y in zip(signs, a, b, strict=True))
+
+    front: list[tuple[float, ...]] = []
+    value = measure(front)
+    history = []
+    for point in points:
+        if point is not None and not any(covers(q, point) for q in front):
+            front = [q for q in front if not covers(point, q)] + [point]
+            value = measure(front)
+        history.append(value)
+    return history

@@ -12,10 +12,17 @@ lock, so two workers never turn a proposal into the same new network.
 Enqueued trials (E1-E18, retries) keep their parameters. When no unseen network is found near
 the proposal (a nearly exhausted space), the repeat stands and the objective reuses the
 evaluated result, as before.
+
+In a large study the wrapped model-based sampler (TPE, GP) sees a window of the study: its best
+``HISTORY_BEST`` finished trials by non-domination rank and its ``HISTORY_RECENT`` latest. TPE's
+cost per ask grows with every trial it reads (0.5 s per parameter at 10,000 trials), while its
+default weights already fade old trials out; the best stay in view, so the region it exploits
+does not change. A study smaller than the window is seen whole.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
@@ -25,7 +32,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from ecgsearch.optuna_internals import set_trial_user_attr, trials_just_read
+from ecgsearch.optuna_internals import non_domination_ranks, set_trial_user_attr, trials_just_read
 from ecgsearch.space import SearchSpace
 
 __all__ = ["PROPOSAL_ATTR", "UnseenProposalSampler", "network_key"]
@@ -33,6 +40,9 @@ __all__ = ["PROPOSAL_ATTR", "UnseenProposalSampler", "network_key"]
 # Which parameters were changed to make a repeated proposal new (a trial's user attribute).
 PROPOSAL_ATTR = "proposal_changed"
 MAX_ATTEMPTS = 400
+# What a model-based sampler sees of a large study: the best finished trials and the latest ones.
+HISTORY_BEST = 100
+HISTORY_RECENT = 1000
 
 
 def network_key(space: SearchSpace, params: dict[str, Any]) -> str:
@@ -50,6 +60,7 @@ class UnseenProposalSampler(optuna.samplers.BaseSampler):
         self.seed = seed
         self._choices = {name: _choices(distribution) for name, distribution in self.distributions.items()}
         self._keys: dict[int, str | None] = {}  # trial number -> network key (None: incomplete params)
+        self._windowed = isinstance(base, (optuna.samplers.TPESampler, optuna.samplers.GPSampler))
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return dict(self.distributions)
@@ -59,11 +70,12 @@ class UnseenProposalSampler(optuna.samplers.BaseSampler):
     ) -> dict[str, Any]:
         if trial.system_attrs.get("fixed_params"):
             return {}  # an enqueued trial: the thesis configurations and retries keep their parameters
-        base_space = self.base.infer_relative_search_space(study, trial)
-        params = dict(self.base.sample_relative(study, trial, base_space)) if base_space else {}
+        view = _HistoryWindow(study) if self._windowed else study
+        base_space = self.base.infer_relative_search_space(view, trial)
+        params = dict(self.base.sample_relative(view, trial, base_space)) if base_space else {}
         for name, distribution in self.distributions.items():
             if name not in params:
-                params[name] = self.base.sample_independent(study, trial, name, distribution)
+                params[name] = self.base.sample_independent(view, trial, name, distribution)
         seen = self._seen(study, trial)
         if network_key(self.space, params) not in seen:
             return params
@@ -85,6 +97,12 @@ class UnseenProposalSampler(optuna.samplers.BaseSampler):
                 return candidate
         return params
 
+    def remember(self, trials: list[FrozenTrial]) -> None:
+        """Learn the networks of finished ``trials`` ahead of an ask (a worker does it before taking the lock)."""
+        for t in trials:
+            if t.number not in self._keys and t.state.is_finished():
+                self._keys[t.number] = self._key_of(t)
+
     def _seen(self, study: optuna.Study, current: FrozenTrial) -> set[str]:
         """Networks of every other trial with all its parameters (running, waiting, failed ones too)."""
         seen = set()
@@ -93,12 +111,15 @@ class UnseenProposalSampler(optuna.samplers.BaseSampler):
             if t.number == current.number:
                 continue
             if t.number not in self._keys or t.state in (TrialState.RUNNING, TrialState.WAITING):
-                params = t.params if t.params else t.system_attrs.get("fixed_params", {})
-                complete = all(name in params for name in self.distributions)
-                self._keys[t.number] = network_key(self.space, params) if complete else None
+                self._keys[t.number] = self._key_of(t)
             if self._keys[t.number] is not None:
                 seen.add(self._keys[t.number])
         return seen
+
+    def _key_of(self, trial: FrozenTrial) -> str | None:
+        params = trial.params if trial.params else trial.system_attrs.get("fixed_params", {})
+        complete = all(name in params for name in self.distributions)
+        return network_key(self.space, params) if complete else None
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
@@ -113,6 +134,51 @@ class UnseenProposalSampler(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
+
+
+class _HistoryWindow:
+    """A study as a model-based sampler sees it: reads return at most the best and the latest trials.
+
+    Everything else (directions, the storage, writes) is the study's own.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+        self._window: list[FrozenTrial] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[FrozenTrial]:
+        if self._window is None:  # one read per ask: the view lives for one proposal
+            self._window = history_window(self._study._get_trials(deepcopy=False, use_cache=True),
+                                          self._study.directions)  # fmt: skip
+        trials = [t for t in self._window if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states, use_cache=False)
+
+
+def history_window(
+    trials: list[FrozenTrial], directions: list[optuna.study.StudyDirection],
+    best: int = HISTORY_BEST, recent: int = HISTORY_RECENT,
+) -> list[FrozenTrial]:  # fmt: skip
+    """``trials`` (in order) less the finished ones that are neither among the ``best`` nor the ``recent``.
+
+    Unfinished trials always stay (a sampler may count running ones). Best: by non-domination
+    rank of the values, ties included; recent: the latest by number.
+    """
+    finished = [t for t in trials if t.state.is_finished()]
+    if len(finished) <= best + recent:
+        return trials
+    scored = [t for t in finished if t.state == TrialState.COMPLETE and t.values is not None]
+    keep = {t.number for t in finished[-recent:]}
+    if scored:
+        ranks = non_domination_ranks([t.values for t in scored], directions, best)
+        cutoff = sorted(ranks)[min(best, len(scored)) - 1]
+        keep.update(t.number for t, rank in zip(scored, ranks, strict=True) if rank <= cutoff)
+    return [t for t in trials if not t.state.is_finished() or t.number in keep]
 
 
 def _choices(distribution: BaseDistribution) -> list[Any]:

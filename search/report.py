@@ -14,11 +14,21 @@ from typing import Any
 
 import optuna
 import plotly.graph_objects as go
+from optuna.trial import FrozenTrial
 
 from ecgnet.thesis import thesis_experiments
-from ecgsearch.hypervolume import REFERENCE_AUROC, REFERENCE_MB, REFERENCES, hypervolume, objective_hypervolume
+from ecgsearch.hypervolume import (
+    REFERENCE_AUROC,
+    REFERENCE_MB,
+    REFERENCES,
+    hypervolume,
+    objective_hypervolume,
+    running_hypervolumes,
+)
 from ecgsearch.objective import RUNG_ATTR_PREFIX
+from ecgsearch.optuna_internals import trial_summaries
 from ecgsearch.results import (
+    ROW_ATTRS,
     feasible_trained,
     pareto_rows,
     repeats_line,
@@ -34,28 +44,32 @@ from ecgsearch.training_cost import hypervolume_by_epochs, training_cost
 __all__ = ["hypervolume_history", "report_data", "write_report"]
 
 
-def _feasible_trained(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in feasible_trained(study) if t.user_attrs.get("val_micro_auroc") is not None]
+# What the report reads of every trial: a row's attributes, the epochs it trained and where it stopped.
+REPORT_ATTRS = (*ROW_ATTRS, "history", "stopped")
 
 
-def hypervolume_history(study: optuna.Study, metric_names: list[str]) -> list[tuple[int, float]]:
+def _feasible_trained(study: optuna.Study, trials: list[FrozenTrial] | None) -> list[FrozenTrial]:
+    return [t for t in feasible_trained(study, trials) if t.user_attrs.get("val_micro_auroc") is not None]
+
+
+def hypervolume_history(
+    study: optuna.Study, metric_names: list[str], trials: list[FrozenTrial] | None = None
+) -> list[tuple[int, float]]:
     """(trial number, hypervolume in the study's objectives of all feasible trained trials up to it).
 
     On (val micro AUROC, MB) studies this is the (AUROC, log10 MB) hypervolume; with latency or
-    int8 objectives it is the N-objective one the report's headline gives.
+    int8 objectives it is the N-objective one the report's headline gives. ``trials``: the study's,
+    already read.
     """
-    trials = sorted(_feasible_trained(study), key=lambda t: t.number)
-    directions = [d.name.lower() for d in study.directions]
-    points: list[tuple[float, ...]] = []
-    history = []
-    for t in trials:
-        if study.metric_names:
-            points.append(tuple(t.values))
-            history.append((t.number, objective_hypervolume(points, metric_names, directions)))
-        else:  # objectives without names have no references: the (AUROC, MB) figure every trial records
-            points.append((t.user_attrs["val_micro_auroc"], t.user_attrs["size_mb"]))
-            history.append((t.number, hypervolume(points)))
-    return history
+    trials = sorted(_feasible_trained(study, trials), key=lambda t: t.number)
+    if study.metric_names:
+        directions = [d.name.lower() for d in study.directions]
+        curve = running_hypervolumes([tuple(t.values) for t in trials], directions,
+                                     lambda front: objective_hypervolume(front, metric_names, directions))  # fmt: skip
+    else:  # objectives without names have no references: the (AUROC, MB) figure every trial records
+        curve = running_hypervolumes([(t.user_attrs["val_micro_auroc"], t.user_attrs["size_mb"]) for t in trials],
+                                     ("maximize", "minimize"), hypervolume)  # fmt: skip
+    return [(t.number, value) for t, value in zip(trials, curve, strict=True)]
 
 
 def _objective_figures(row: dict[str, Any], metric_names: list[str]) -> dict[str, Any]:
@@ -77,11 +91,13 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
     """
     metric_names = list(study.metric_names or [f"objective {i}" for i in range(len(study.directions))])
     directions = [d.name.lower() for d in study.directions]
-    seeds = seed_table(study)
+    # One narrow read of every trial (no parameters, no logs or artifact ids), shared by every figure.
+    trials = trial_summaries(study, REPORT_ATTRS, key_prefixes=(RUNG_ATTR_PREFIX,))
+    seeds = seed_table(study, trials)
     space, classes = study_space(study), study_classes(study)
     # No MACs: the report shows none, and each costs a traced forward pass.
     rows = [trial_row(t, space, classes, metric_names=metric_names, seeds=seeds, macs=False)
-            for t in _feasible_trained(study)]  # fmt: skip
+            for t in _feasible_trained(study, trials)]  # fmt: skip
     front = pareto_rows(study, seeds, macs=False)
     searched = [r for r in rows if r["thesis"] is None]
     figures = {r["trial"]: _objective_figures(r, metric_names) for r in rows}
@@ -116,17 +132,17 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
             name: objective_hypervolume([tuple(r["values"]) for r in subset], metric_names, directions)
             for name, subset in (("searched", searched), ("thesis", [r for r in rows if r["thesis"]]), ("all", rows))
         },
-        "hypervolume_history": hypervolume_history(study, metric_names),
-        "hypervolume_by_epochs": hypervolume_by_epochs(study.get_trials(deepcopy=False)),
-        "cost": training_cost(study),
-        "stopped": stopped_points(study, metric_names),
+        "hypervolume_history": hypervolume_history(study, metric_names, trials),
+        "hypervolume_by_epochs": hypervolume_by_epochs(trials),
+        "cost": training_cost(study, trials),
+        "stopped": stopped_points(trials, metric_names),
     }
 
 
-def stopped_points(study: optuna.Study, metric_names: list[str]) -> list[dict[str, Any]]:
+def stopped_points(trials: list[FrozenTrial], metric_names: list[str]) -> list[dict[str, Any]]:
     """Trials stopped at a rung: their objectives at the last rung they reached (never a final figure)."""
     points = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
+    for trial in (t for t in trials if t.state == optuna.trial.TrialState.PRUNED):
         rung = trial.user_attrs.get("stopped", {}).get("rung")
         figures = trial.user_attrs.get(f"{RUNG_ATTR_PREFIX}{rung}")
         if rung is not None and figures is not None:

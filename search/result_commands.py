@@ -9,18 +9,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ecgnet.export import MODEL_INT8_ONNX
-from ecgnet.int8 import add_int8
-from ecgnet.runner import LoadedData, export_outcome, load_data, train_seeds
 from ecgsearch.definition import StudyDefinition, parse_definition
 from ecgsearch.errors import UserError
 from ecgsearch.optuna_internals import count_trials, trial_by_number
+from ecgsearch.optuna_logging import quiet_optuna
 from ecgsearch.results import (
     SHOWN_METRICS,
     best_trial,
@@ -31,9 +30,11 @@ from ecgsearch.results import (
     spread_text,
     within_limits,
 )
-from ecgsearch.run_commands import quiet_optuna
 from ecgsearch.storage import StorageSettings, open_storage, redact, resolve_storage_url
 from ecgsearch.workspace import Workspace
+
+if TYPE_CHECKING:
+    from ecgnet.runner import LoadedData
 
 __all__ = ["dashboard", "export", "load_existing_study", "pareto"]
 
@@ -115,6 +116,8 @@ def export(
     ``int8``: also ``model.int8.onnx``, calibrated on the study's training windows, scored on its
     validation and test sets (``ecgnet.int8.add_int8``).
     """
+    from ecgnet.runner import export_outcome, load_data, train_seeds  # training and ONNX: only here
+
     study, _ = load_existing_study(workspace, storage, study_name)
     if trial is not None:
         # Looked up by number, never used as a list index, where -18 would quietly pick a trial.
@@ -159,6 +162,9 @@ def export(
 
 
 def _add_int8(out: Path, data: LoadedData, console: Console) -> None:
+    from ecgnet.export import MODEL_INT8_ONNX
+    from ecgnet.int8 import add_int8
+
     figures = add_int8(out, data.train, data.val, data.test)
     int8, fp32 = figures["int8"], figures["fp32_onnx"]
     console.print(

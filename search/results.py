@@ -10,18 +10,17 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ecgnet.data.labels import class_set
-from ecgnet.data.preprocess import PreprocessConfig
-from ecgnet.export import export_model, load_model
 from ecgnet.metric_names import HEADLINE_METRICS, INT8_METRICS
 from ecgnet.size import describe_size
-from ecgsearch.confirm import confirmation_trials, study_training_seed
+from ecgsearch.optuna_internals import pareto_front, trial_by_id, trial_by_number, trial_summaries
 from ecgsearch.proposals import PROPOSAL_ATTR
-from ecgsearch.seeds import network_trial, seed_runs, summarize
+from ecgsearch.seeds import confirmation_trials, network_trial, seed_runs, study_training_seed, summarize
 from ecgsearch.space import SearchSpace
 from ecgsearch.study import THESIS_ATTR
 from ecgsearch.training_cost import stopped_at_rungs
 
 __all__ = [
+    "ROW_ATTRS",
     "best_trial",
     "export_trial",
     "feasible_trained",
@@ -33,19 +32,34 @@ __all__ = [
     "seed_summary",
     "seed_table",
     "spread_text",
+    "study_rows",
     "trial_row",
     "within_limits",
 ]
 
 # The validation figures every row shows (the study's objectives are shown besides).
 SHOWN_METRICS = ("micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc")
+# The user attributes a row (``trial_row``, seed runs, the report) reads. Reading only these skips
+# each trial's epoch history, log and artifact ids: most of what a large study holds.
+ROW_ATTRS = (THESIS_ATTR, "val_micro_auroc", "test_micro_auroc", "result", "size_mb", "identity", "latency_ms",
+             "int8_size_mb", "repeats_trial", "infeasible", "trained")  # fmt: skip
 
 
-def feasible_trained(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials inside the size budget whose values come from training (own or repeated)."""
+def study_rows(study: optuna.Study) -> list[FrozenTrial]:
+    """Every trial with its values and ``ROW_ATTRS`` only (``trial_summaries``: no parameters)."""
+    return trial_summaries(study, ROW_ATTRS)
+
+
+def feasible_trained(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
+    """Complete trials inside the size budget whose values come from training (own or repeated).
+
+    From ``trials`` when given, else ``study_rows``: values and ``ROW_ATTRS`` only; read a trial
+    whole (``trial_by_id``) for more.
+    """
     return [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if all(v <= 0 for v in t.constraints.values()) and "infeasible" not in t.user_attrs
+        t for t in (study_rows(study) if trials is None else trials)
+        if t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
+        and "infeasible" not in t.user_attrs
     ]  # fmt: skip
 
 
@@ -85,9 +99,11 @@ def trial_row(
     }
 
 
-def seed_table(study: optuna.Study) -> dict[int, dict[int, dict]]:
-    """Every trained network's runs per seed: the study's own and those ``ecgsearch confirm`` added."""
-    return seed_runs(study.get_trials(deepcopy=False), confirmation_trials(study), study_training_seed(study))
+def seed_table(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> dict[int, dict[int, dict]]:
+    """Every trained network's runs per seed: the study's own (``trials``, by default ``study_rows``)
+    and those ``ecgsearch confirm`` added."""
+    own = study_rows(study) if trials is None else trials
+    return seed_runs(own, confirmation_trials(study), study_training_seed(study))
 
 
 def seed_summary(runs: dict[int, dict]) -> dict[str, Any]:
@@ -114,19 +130,33 @@ def study_classes(study: optuna.Study) -> int:
 
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The Pareto front: Optuna's ``best_trials`` (which leaves out infeasible trials), by size."""
-    front = [t for t in study.best_trials if "infeasible" not in t.user_attrs]
-    return sorted(front, key=lambda t: (t.user_attrs.get("size_mb") or 0, t.number))
+    """The Pareto front as Optuna's ``best_trials`` finds it (constraints kept), less infeasible trials, by size.
+
+    The front is found on narrow summaries of every trial; only its own trials are read whole.
+    """
+    summaries = trial_summaries(study, ("infeasible",))
+    front = [t for t in pareto_front(summaries, study.directions) if "infeasible" not in t.user_attrs]
+    whole = [trial_by_id(study, t._trial_id) for t in front]
+    return sorted(whole, key=lambda t: (t.user_attrs.get("size_mb") or 0, t.number))
 
 
 def pareto_rows(
     study: optuna.Study, seeds: dict[int, dict] | None = None, *, macs: bool = True
 ) -> list[dict[str, Any]]:
-    """The rows of the Pareto front (``front_trials``), with seed summaries."""
-    seeds = seed_table(study) if seeds is None else seeds
+    """The rows of the Pareto front (``front_trials``), with seed summaries.
+
+    ``seeds``: a ``seed_table`` already read; by default the runs of the front's networks only.
+    """
+    front = front_trials(study)
+    if seeds is None:
+        read = {t.number: t for t in front}
+        for number in {network_trial(t) for t in front} - read.keys():  # the trials front repeats reuse
+            if (trial := trial_by_number(study, number)) is not None:
+                read[number] = trial
+        seeds = seed_runs(list(read.values()), confirmation_trials(study), study_training_seed(study))
     space, classes = study_space(study), study_classes(study)
     return [trial_row(t, space, classes, metric_names=study.metric_names, seeds=seeds, macs=macs)
-            for t in front_trials(study)]  # fmt: skip
+            for t in front]  # fmt: skip
 
 
 def spread_text(row: dict[str, Any] | None, metric: str, *, count: bool = False) -> str:
@@ -143,7 +173,7 @@ def spread_text(row: dict[str, Any] | None, metric: str, *, count: bool = False)
 
 def repeat_counts(study: optuna.Study) -> dict[str, int]:
     """Complete trials, those that repeat an earlier network (result reused), proposals made new, stopped trials."""
-    trials = study.get_trials(deepcopy=False)
+    trials = trial_summaries(study, ("repeats_trial", PROPOSAL_ATTR))
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     return {
         "complete": len(complete),
@@ -158,7 +188,8 @@ def repeats_line(study: optuna.Study) -> str:
     counts = repeat_counts(study)
     stopped = ""
     if counts["stopped"]:
-        rungs = stopped_at_rungs(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+        stopped_trials = [t for t in trial_summaries(study, ("stopped",)) if t.state == TrialState.PRUNED]
+        rungs = stopped_at_rungs(stopped_trials)
         where = ", ".join(f"{n} at epoch {rung}" if rung is not None else f"{n} as a repeat of a stopped network"
                           for rung, n in rungs.items())  # fmt: skip
         stopped = f"; {counts['stopped']} trials were stopped early ({where})"
@@ -208,11 +239,15 @@ def best_trial(study: optuna.Study, limits: dict[str, float] | None = None) -> F
         candidates = [t for t in candidates if t.user_attrs.get(name) is not None and t.user_attrs[name] <= limit]
     if not candidates:
         raise LookupError(f"study {study.study_name!r} has no trained feasible trial{within_limits(limits)}")
-    return max(candidates, key=lambda t: (value(t), -t.number))
+    return trial_by_id(study, max(candidates, key=lambda t: (value(t), -t.number))._trial_id)
 
 
 def export_trial(study: optuna.Study, trial: FrozenTrial, out: Path, artifact_dir: Path) -> Path:
     """Write a trial's model directory (model.pt, model.onnx, model.json) from its artifacts."""
+    # Here, not at the top: reading a study (pareto, report) needs neither ONNX nor the signal library.
+    from ecgnet.data.preprocess import PreprocessConfig
+    from ecgnet.export import export_model, load_model
+
     artifacts = trial.user_attrs.get("artifacts", {})
     model_id, info_id = artifacts.get("model.pt"), artifacts.get("model.json")
     if model_id is None or info_id is None:

@@ -7,27 +7,25 @@ results go to stdout (JSON with ``--json``) and a rich console.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ecgsearch.confirm import is_confirm_study
 from ecgsearch.definition import load_definition
 from ecgsearch.errors import UserError
+from ecgsearch.optuna_logging import quiet_optuna
 from ecgsearch.results import repeats_line
+from ecgsearch.seeds import is_confirm_study
 from ecgsearch.storage import StorageSettings, redact, resolve_storage_url
 from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_settings
 from ecgsearch.worker import run_worker
 from ecgsearch.workspace import Workspace
 
-__all__ = ["RepeatedFailure", "StudyOptions", "enqueue", "quiet_optuna", "run", "search_context"]
+__all__ = ["RepeatedFailure", "StudyOptions", "enqueue", "run", "search_context"]
 
 
 @dataclasses.dataclass
@@ -46,32 +44,6 @@ class RepeatedFailure(UserError):
     """Trials kept failing for one reason: the worker stopped instead of failing the rest."""
 
     exit_code = 1
-
-
-class _DropTrialFailedRecords(logging.Filter):
-    """Optuna logs a failed trial with its traceback (50 lines for a SIGTERM); our display and
-    the trial's ``fail_reason`` and log file already say why, in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.getMessage().startswith("Trial ") and " failed with " in record.getMessage())
-
-
-_TRIAL_FAILED_FILTER = _DropTrialFailedRecords()
-
-
-def quiet_optuna() -> None:
-    """Our display replaces Optuna's per-trial log lines; only the experimental features we use are silenced."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # On the handlers: a logger's own filters do not see records its child loggers emit.
-    for handler in logging.getLogger("optuna").handlers:
-        if _TRIAL_FAILED_FILTER not in handler.filters:
-            handler.addFilter(_TRIAL_FAILED_FILTER)
-    # Knowingly used experimental features: heartbeats and fail_stale_trials, artifacts, set_constraint.
-    for feature in ("heartbeat_interval", "fail_stale_trials", "upload_artifact", "download_artifact",
-                    "get_all_artifact_meta", "set_constraint", "FileSystemArtifactStore",
-                    "set_metric_names"):  # fmt: skip
-        warnings.filterwarnings("ignore", message=f".*{feature}.*", category=optuna.exceptions.ExperimentalWarning)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def search_context(

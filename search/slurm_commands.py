@@ -15,9 +15,10 @@ from typing import Any
 import optuna
 from rich.console import Console
 
-from ecgsearch.confirm import is_confirm_study
 from ecgsearch.errors import UserError
-from ecgsearch.run_commands import StudyOptions, quiet_optuna, search_context
+from ecgsearch.optuna_logging import quiet_optuna
+from ecgsearch.run_commands import StudyOptions, search_context
+from ecgsearch.seeds import is_confirm_study
 from ecgsearch.slurm_jobs import JobSpec, render_script, slurm_status, storage_file_problem, submit_script
 from ecgsearch.storage import STORAGE_ENV, open_storage, redact
 from ecgsearch.study import enqueue_thesis, open_study, study_settings

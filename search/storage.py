@@ -42,7 +42,7 @@ from sqlalchemy.engine import make_url
 
 from ecgsearch.connection_guard import LockLost, OutageGuard, StorageRefused, StorageUnavailable, redact
 from ecgsearch.db_lock import DatabaseLock, database_lock, lock_key
-from ecgsearch.optuna_internals import running_trials_without_heartbeat, storage_backend
+from ecgsearch.optuna_internals import read_trial_summaries, running_trials_without_heartbeat, storage_backend
 from ecgsearch.retry import RetryFailedTrial
 
 __all__ = [
@@ -175,6 +175,11 @@ class ResilientRDBStorage(RDBStorage):
                                         on_retry=self.scoped_session.remove):  # fmt: skip
             self.guard.call(RDBStorage.record_heartbeat, self, trial_id, on_retry=self.scoped_session.remove)
         return self.guard.call(RDBStorage._get_stale_trial_ids, self, study_id, on_retry=self.scoped_session.remove)
+
+    def trial_summaries(self, study_id: int, user_keys: tuple[str, ...], key_prefixes: tuple[str, ...]) -> list[Any]:
+        """``optuna_internals.trial_summaries``'s narrow read, retried."""
+        return self.guard.call(read_trial_summaries, self, study_id, user_keys, key_prefixes,
+                               on_retry=self.scoped_session.remove)  # fmt: skip
 
     def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
         frozen = self.guard.call(RDBStorage._create_new_trial, self, study_id, template_trial,

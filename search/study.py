@@ -18,7 +18,6 @@ from typing import Any
 
 import optuna
 
-from ecgnet.data.cache_reader import check_cache_fits
 from ecgnet.data_spec import DataSpec
 from ecgnet.errors import InputError
 from ecgnet.thesis import thesis_experiments
@@ -106,6 +105,9 @@ class SearchContext:
             synthetic = definition.data["synthetic"]
             cache = workspace.synthetic_cache(int(synthetic["records"]), int(synthetic.get("seed", 0)),
                                               definition.data_spec.preprocess or "exact")  # fmt: skip
+        # Here, not at the top: the data stack (h5py, pandas, scipy) is for workers, not for reading a study.
+        from ecgnet.data.cache_reader import check_cache_fits
+
         try:  # before the study is opened: a refused worker creates nothing
             check_cache_fits(dataclasses.replace(definition.data_spec, cache=str(cache)))
         except InputError as exc:

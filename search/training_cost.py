@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ecgnet.train_config import TrainConfig
-from ecgsearch.hypervolume import hypervolume
+from ecgsearch.hypervolume import hypervolume, running_hypervolumes
 
 __all__ = ["TrainingCost", "epochs_trained", "hypervolume_by_epochs", "stopped_at_rungs", "training_cost"]
 
@@ -65,13 +65,14 @@ def budget_epochs(study: optuna.Study) -> int | None:
     return int(training.get("epochs", TrainConfig().epochs))
 
 
-def training_cost(study: optuna.Study) -> TrainingCost:
+def training_cost(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> TrainingCost:
     """Epochs spent by every finished or running trial, and the full-budget equivalent.
 
     The equivalent is the same trials with each one stopped at a rung trained to the end: a
     network stopped as a repeat would have been a repeat of a finished network, costing nothing.
+    ``trials``: the study's, already read (with their ``history`` and ``stopped`` attributes).
     """
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     spent = sum(epochs_trained(t) for t in trials)
     full = budget_epochs(study)
     stopped = [t for t in trials if t.state == TrialState.PRUNED]
@@ -90,14 +91,13 @@ def hypervolume_by_epochs(trials: list[FrozenTrial]) -> list[tuple[int, float]]:
     never = datetime.datetime.max
     finished = sorted((t for t in trials if t.state in FINISHED),
                       key=lambda t: (t.datetime_complete or never, t.number))  # fmt: skip
-    points: list[tuple[float, float]] = []
-    curve: list[tuple[int, float]] = []
-    epochs = 0
+    points: list[tuple[float, float] | None] = []
+    epochs, cumulative = 0, []
     for trial in finished:
         epochs += epochs_trained(trial)
+        cumulative.append(epochs)
         attrs = trial.user_attrs
         feasible = all(v <= 0 for v in trial.constraints.values()) and "infeasible" not in attrs
-        if trial.state == TrialState.COMPLETE and feasible and attrs.get("val_micro_auroc") is not None:
-            points.append((attrs["val_micro_auroc"], attrs["size_mb"]))
-        curve.append((epochs, hypervolume(points)))
-    return curve
+        trained = trial.state == TrialState.COMPLETE and feasible and attrs.get("val_micro_auroc") is not None
+        points.append((attrs["val_micro_auroc"], attrs["size_mb"]) if trained else None)
+    return list(zip(cumulative, running_hypervolumes(points, ("maximize", "minimize"), hypervolume), strict=True))

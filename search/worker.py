@@ -34,12 +34,14 @@ import optuna
 from optuna.trial import TrialState
 
 from ecgnet.runner import load_data
-from ecgsearch.confirm import ConfirmObjective, is_confirm_study
+from ecgsearch.confirm import ConfirmObjective
 from ecgsearch.connection_guard import LockLost
 from ecgsearch.objective import LOCK_LOST_REASON, EventCallback, TrialInterrupted, TrialObjective
 from ecgsearch.optuna_internals import count_trials, set_trial_user_attr, storage_backend, trial_by_id, trial_row
 from ecgsearch.pretraining_figures import calibrate_latency
+from ecgsearch.proposals import UnseenProposalSampler
 from ecgsearch.retry import RetryFailedTrial
+from ecgsearch.seeds import is_confirm_study
 from ecgsearch.signals import ignore_unraisable, install_time_warning_handler, time_warning
 from ecgsearch.storage import DatabaseLock, database_lock, lock_target
 from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_settings
@@ -154,6 +156,12 @@ def run_worker(
             backend.asked_trial_id = None
             objective.current_trial = None
             try:
+                # The study is read before the lock is taken: under it, Optuna's cache layer then
+                # fetches only the trials that changed meanwhile (the first read of 10,000 trials takes
+                # most of a minute, which every other worker would wait out).
+                trials = study.get_trials(deepcopy=False)
+                if isinstance(study.sampler, UnseenProposalSampler):
+                    study.sampler.remember(trials)
                 lock.acquire()
                 reaped = _reap_dead_trials(study)
                 report.reaped += reaped

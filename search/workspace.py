@@ -13,10 +13,6 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from ecgnet.data.cache import prepare_cache
-from ecgnet.data.cache_reader import open_cache_file
-from ecgnet.data.preprocess import PreprocessConfig
-from ecgnet.data.synth import write_synthetic_dataset
 from ecgsearch.storage import database_lock
 
 __all__ = ["Workspace", "data_fingerprint"]
@@ -51,6 +47,11 @@ class Workspace:
 
     def synthetic_cache(self, records: int, seed: int, preprocess: str = "exact") -> Path:
         """Synthetic records prepared in a preprocessing style, generated and prepared once (safe with many workers)."""
+        # Imported here: the data stack (h5py, scipy) is for workers, not for commands that read a study.
+        from ecgnet.data.cache import prepare_cache
+        from ecgnet.data.preprocess import PreprocessConfig
+        from ecgnet.data.synth import write_synthetic_dataset
+
         name = f"synthetic-{records}-seed{seed}"
         # The exact style keeps the name caches had before styles existed, so they are reused.
         cache = self.data / (f"{name}.h5" if preprocess == "exact" else f"{name}-{preprocess}.h5")
@@ -67,6 +68,8 @@ def data_fingerprint(cache: Path | str) -> str:
 
     A truncated, empty or foreign cache is an ``InputError`` naming it.
     """
+    from ecgnet.data.cache_reader import open_cache_file
+
     digest = hashlib.sha256()
     with open_cache_file(cache) as f:
         digest.update(str(f.attrs["preprocess"]).encode())

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from optuna.trial import TrialState
 from search_helpers import TINY, ecgsearch, load, unique_name
 
 from ecgnet.latency import model_latency
 from ecgnet.model import ECGResNet
 from ecgnet.thesis import thesis_config
-from ecgsearch.hypervolume import hypervolume, objective_hypervolume
+from ecgsearch.hypervolume import hypervolume, objective_hypervolume, running_hypervolumes
 from ecgsearch.optuna_internals import hypervolume_of_losses
 from ecgsearch.pretraining_figures import LATENCY_REFERENCE_ATTR
 from ecgsearch.report import hypervolume_history, report_data
@@ -43,6 +45,24 @@ def test_objective_hypervolume_equals_the_two_objective_one_and_extends_to_three
                                  DIRECTIONS) == pytest.approx(box)  # fmt: skip
     assert hypervolume_of_losses([(1.0, 1.0, 1.0), (0.0, 0.0, 0.0)], (2.0, 2.0, 2.0)) == pytest.approx(8.0)
     assert hypervolume_of_losses([(3.0, 0.0, 0.0)], (2.0, 2.0, 2.0)) == 0.0
+
+
+POINT = st.tuples(st.sampled_from([0.4, 0.6, 0.7, 0.8, 0.9]), st.sampled_from([0.1, 1.0, 5.0, 80.0]),
+                  st.sampled_from([1.0, 10.0, 2000.0]))  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), POINT), max_size=25))
+def test_running_hypervolumes_equal_the_hypervolume_of_every_prefix(points: list) -> None:
+    # Few distinct values: ties, duplicates, dominated points and points past a reference are common.
+    measure = lambda front: objective_hypervolume(front, THREE, DIRECTIONS)  # noqa: E731
+    running = running_hypervolumes(points, DIRECTIONS, measure)
+    prefixes = [[p for p in points[: i + 1] if p is not None] for i in range(len(points))]
+    assert running == pytest.approx([measure(prefix) for prefix in prefixes])
+    two = [None if p is None else p[:2] for p in points]
+    assert running_hypervolumes(two, DIRECTIONS[:2], hypervolume) == pytest.approx(
+        [hypervolume([p for p in two[: i + 1] if p is not None]) for i in range(len(two))]
+    )
 
 
 def test_the_hypervolume_history_is_in_the_studys_objectives() -> None:

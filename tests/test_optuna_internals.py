@@ -5,6 +5,8 @@ When a new Optuna release moves one of these, the test naming it fails first.
 
 from __future__ import annotations
 
+import math
+import random
 from pathlib import Path
 
 import optuna
@@ -14,6 +16,8 @@ from optuna.trial import TrialState
 from ecgsearch.optuna_internals import (
     count_trials,
     hypervolume_of_losses,
+    non_domination_ranks,
+    pareto_front,
     running_trials_without_heartbeat,
     set_trial_user_attr,
     sibling_study,
@@ -21,6 +25,7 @@ from ecgsearch.optuna_internals import (
     trial_by_id,
     trial_by_number,
     trial_row,
+    trial_summaries,
     trials_just_read,
 )
 from ecgsearch.storage import ResilientRDBStorage, open_storage
@@ -103,3 +108,54 @@ def test_hypervolume_of_losses_is_optunas_exact_hypervolume() -> None:
     # Two boxes to the reference (3, 3, 3): 2x2x2 from (1, 1, 1) and 1x3x3 from (2, 0, 0), overlapping in 1x2x2.
     assert hypervolume_of_losses([(1.0, 1.0, 1.0), (2.0, 0.0, 0.0)], (3.0, 3.0, 3.0)) == pytest.approx(8 + 9 - 4)
     assert hypervolume_of_losses([(4.0, 0.0, 0.0)], (3.0, 3.0, 3.0)) == 0.0  # not inside the reference
+
+
+def constrained_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    """40 trials: COMPLETE ones with values, user attributes and constraints (some infeasible), a FAIL, a WAITING."""
+    study = optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"])
+    rng = random.Random(0)
+    for i in range(40):
+        values = [rng.random(), math.inf if i == 7 else rng.random()]
+        study.add_trial(optuna.trial.create_trial(
+            values=values, user_attrs={"kept": i, "dropped": {"history": [i] * 5}, "rung_3": [i], "rungs3": i},
+            # Both of Optuna's forms: a list (older studies), one key per constraint (set_constraint).
+            system_attrs={"constraints": [rng.uniform(-1, 0.3)]} if i % 2 else {"constraints:mb": rng.uniform(-1, 0.3)},
+        ))  # fmt: skip
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"kept": -1}))
+    study.enqueue_trial({})
+    return study
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_trial_summaries_hold_what_a_full_read_holds_but_only_the_named_attributes(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    study = constrained_study(open_storage(url), f"summaries-{tmp_path.name}")
+    try:
+        full = study.get_trials(deepcopy=False)
+        summaries = trial_summaries(study, ("kept",))
+        assert [(t.number, t.state, t.values, t.constraints, t._trial_id) for t in summaries] == [
+            (t.number, t.state, t.values, t.constraints, t._trial_id) for t in full
+        ]
+        kept_only = [{"kept": t.user_attrs["kept"]} if t.user_attrs else {} for t in full]
+        assert [t.user_attrs for t in summaries] == kept_only
+        assert summaries[7].values[1] == math.inf and all(not t.params for t in summaries)
+        # A prefix is matched as text: "rung_" takes rung_3, not rungs3 (LIKE's "_" matches any character).
+        with_rungs = trial_summaries(study, ("kept",), key_prefixes=("rung_",))
+        assert with_rungs[5].user_attrs == {"kept": 5, "rung_3": [5]}
+    finally:
+        optuna.delete_study(study_name=study.study_name, storage=study._storage)
+
+
+def test_pareto_front_of_summaries_is_optunas_best_trials(tmp_path: Path) -> None:
+    study = constrained_study(open_storage(f"sqlite:///{tmp_path / 'study.db'}"), "s")
+    front = pareto_front(trial_summaries(study, ()), study.directions)
+    assert front and [t.number for t in front] == [t.number for t in study.best_trials]
+
+
+def test_non_domination_ranks_put_the_front_first() -> None:
+    maximize, minimize = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
+    # (accuracy up, size down): the first two are the front, the third is behind the first, the last behind all.
+    ranks = non_domination_ranks([[0.9, 2.0], [0.8, 1.0], [0.85, 3.0], [0.1, 9.0]], [maximize, minimize])
+    assert ranks == [0, 0, 1, 2]

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from search_helpers import ONE_THREAD, TINY, environment, load, unique_name, worker_command
 
 from ecgsearch.definition import load_definition
-from ecgsearch.proposals import PROPOSAL_ATTR, UnseenProposalSampler, network_key
+from ecgsearch.proposals import PROPOSAL_ATTR, UnseenProposalSampler, history_window, network_key
 
 SPACE = load_definition(TINY).space
 FAVOURITE = {"blocks_1": 1, "blocks_2": 1, "blocks_3": 1, "blocks_4": 1, "width_multiplier": 0.125,
@@ -44,6 +44,20 @@ def test_a_repeated_proposal_becomes_an_unseen_neighbour() -> None:
         assert {n for n in FAVOURITE if trial.params[n] != FAVOURITE[n]} == set(changed)
     # Neighbours first: the early replacements differ from the favourite in one parameter.
     assert [len(t.user_attrs[PROPOSAL_ATTR]) for t in study.trials[1:6]] == [1] * 5
+
+
+def test_a_large_study_is_seen_through_its_best_and_latest_trials() -> None:
+    maximize, minimize = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
+    trials = [optuna.trial.create_trial(values=[n / 100, 1.0]) for n in range(60)]  # later is better
+    trials[3] = optuna.trial.create_trial(values=[2.0, 0.5])  # an early best: dominates every other
+    trials.append(optuna.trial.create_trial(state=TrialState.RUNNING))
+    trials.append(optuna.trial.create_trial(state=TrialState.FAIL))
+    for number, trial in enumerate(trials):
+        trial.number = number
+    assert history_window(trials, [maximize, minimize], best=5, recent=100) == trials  # small: seen whole
+    window = history_window(trials, [maximize, minimize], best=2, recent=10)
+    # The best two (trial 3, then 59), the ten latest finished (51-59 and the failed 61), the running 60.
+    assert [t.number for t in window] == [3, *range(51, 62)]
 
 
 def test_enqueued_trials_keep_their_parameters_even_when_repeated() -> None:
