@@ -237,8 +237,8 @@ def part_large(args: argparse.Namespace) -> None:
     from ecgsearch.workspace import Workspace
 
     print("Part large: pre-filled demo studies on PostgreSQL. Ask lock: seconds held per ask over a few worker "
-          "trials (reaping, counting, TPE with our proposal wrapper). Commands: wall seconds, start to exit "
-          "(python and torch imports, about 5 s here, included). Dashboard: the study page's API call, first "
+          "trials (reaping, counting, TPE with our proposal wrapper). Commands: wall seconds from start to exit, "
+          "Python's start and imports included. Dashboard: the study page's API call, first "
           "and second load.")  # fmt: skip
     role, password = make_role(None)
     os.environ["PGPASSWORD"] = password

@@ -69,8 +69,9 @@ def export_model(
     metrics: dict[str, Any] | None = None,
     thresholds: list[float] | None = None,
     extra: dict[str, Any] | None = None,
+    onnx: bool = True,
 ) -> Path:
-    """Write the model directory; returns its path."""
+    """Write the model directory; returns its path. ``onnx=False``: model.pt and model.json only."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
@@ -79,7 +80,8 @@ def export_model(
             f"model has {model.config.num_classes} outputs but class set {classes.name} has {len(classes)}"
         )
     torch.save(model.state_dict(), out / MODEL_PT)
-    export_onnx(model, out / MODEL_ONNX)
+    if onnx:
+        export_onnx(model, out / MODEL_ONNX)
     size = describe_size(model.config, macs=True)
     info = {
         "format": "ecgnet-model/1",

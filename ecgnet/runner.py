@@ -156,9 +156,11 @@ def export_outcome(
     data: LoadedData,
     spec: DataSpec,
     config: TrainConfig,
+    *,
+    onnx: bool = True,
     **extra: Any,
 ) -> Path:
-    """Export a run's model with its validation and test metrics and how it was trained."""
+    """Export a run's model with its validation and test metrics and how it was trained (``onnx``: see export_model)."""
     return export_model(
         outcome.result.model,
         out_dir,
@@ -175,4 +177,5 @@ def export_outcome(
             "data": spec.to_dict(),
             **extra,
         },
+        onnx=onnx,
     )  # fmt: skip

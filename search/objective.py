@@ -29,7 +29,7 @@ from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, trai
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
 from ecgsearch.connection_guard import LockLost
-from ecgsearch.early_stopping import rung_decision
+from ecgsearch.early_stopping import RUNG_ATTR_PREFIX, rung_decision
 from ecgsearch.optuna_internals import trials_just_read
 from ecgsearch.pretraining_figures import LatencyCalibration, pretraining_figures
 from ecgsearch.study import THESIS_ATTR, WORKER_ID, SearchContext
@@ -53,8 +53,6 @@ INT8_PREFIX = "val_int8_"
 DUPLICATE_POLL_SECONDS = 2.0
 # A trial failed because the study's lock went with its connection while its network was chosen.
 LOCK_LOST_REASON = "the study's lock was lost during the ask; queued again"
-# A trial's objectives at a rung epoch under [early_stopping]: user attribute "rung_<epoch>".
-RUNG_ATTR_PREFIX = "rung_"
 ARTIFACT_FILES = ("model.pt", "model.json")
 # Figures recorded as their own user attributes when measured (size_mb always is).
 EDGE_FIGURES = {"macs", "latency_ms", "int8_size_mb"}
@@ -226,13 +224,14 @@ class TrialObjective:
         return values
 
     def _pretraining_figures(self, trial: optuna.Trial, arch) -> dict[str, float]:
-        """Size and params, and the costlier figures an objective or a limit names, recorded on the trial.
+        """Size, params and MACs, and the costlier figures an objective or a limit names, recorded on the trial.
 
-        MACs, latency and int8 size cost a traced pass, an export and timed runs, a quantization:
-        measured only when named (pareto, report and export count MACs for the trials they show).
+        MACs (shapes only, about 0.05 s) are always recorded, so that reading a study needs no
+        network built; latency and int8 size cost an export and timed runs, a quantization:
+        measured only when named.
         """
         definition = self.context.definition
-        wanted = {o.metric for o in definition.objectives} | set(self.limits)
+        wanted = {o.metric for o in definition.objectives} | set(self.limits) | {"macs"}
         if any(metric.startswith(INT8_PREFIX) for metric in wanted):
             # Quantize the untrained network first: a structure the quantizer cannot take then
             # fails in a second, not after training (and again in every retry).
@@ -369,9 +368,11 @@ class TrialObjective:
 
     def _upload(self, trial: optuna.Trial, outcome) -> None:
         with tempfile.TemporaryDirectory() as tmp:
+            # No ONNX: a trial keeps model.pt and model.json (ARTIFACT_FILES), from which `export`
+            # writes the ONNX file; exporting it here cost 0.2-0.8 s a trial (2 s the first time).
             model_dir = export_outcome(
                 outcome, Path(tmp) / "model", self.data, self.data_spec, self.context.definition.training,
-                trial=trial.number, study=self.context.study_name,
+                onnx=False, trial=trial.number, study=self.context.study_name,
             )  # fmt: skip
             self.upload_files(trial, model_dir)
 

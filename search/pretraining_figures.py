@@ -2,8 +2,9 @@
 
 None of them depends on the weights' values, so each is measured on the untrained network,
 and a limit on any of them (``--max latency_ms=5``) marks a trial infeasible before it trains.
-The costly ones (MACs: a traced forward pass; latency: an ONNX export and timed runs; int8
-size: an export and a quantization) are measured only when an objective or a limit names them.
+MACs cost a pass over the layers' shapes on the meta device and are always counted; the costly
+ones (latency: an ONNX export and timed runs; int8 size: an export and a quantization) are
+measured only when an objective or a limit names them.
 
 **Latency across machines.** Workers on different CPUs measure different milliseconds. Each
 worker measures a reference network (the thesis baseline E1) once, in its own process, and

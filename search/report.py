@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 
 from ecgnet.thesis import thesis_experiments
+from ecgsearch.early_stopping import RUNG_ATTR_PREFIX
 from ecgsearch.hypervolume import (
     REFERENCE_AUROC,
     REFERENCE_MB,
@@ -25,7 +26,6 @@ from ecgsearch.hypervolume import (
     objective_hypervolume,
     running_hypervolumes,
 )
-from ecgsearch.objective import RUNG_ATTR_PREFIX
 from ecgsearch.optuna_internals import trial_summaries
 from ecgsearch.results import (
     ROW_ATTRS,
@@ -95,7 +95,7 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
     trials = trial_summaries(study, REPORT_ATTRS, key_prefixes=(RUNG_ATTR_PREFIX,))
     seeds = seed_table(study, trials)
     space, classes = study_space(study), study_classes(study)
-    # No MACs: the report shows none, and each costs a traced forward pass.
+    # No MACs: the report shows none (an older study's trials did not record them).
     rows = [trial_row(t, space, classes, metric_names=metric_names, seeds=seeds, macs=False)
             for t in _feasible_trained(study, trials)]  # fmt: skip
     front = pareto_rows(study, seeds, macs=False)

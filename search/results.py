@@ -11,7 +11,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ecgnet.data.labels import class_set
 from ecgnet.metric_names import HEADLINE_METRICS, INT8_METRICS
-from ecgnet.size import describe_size
 from ecgsearch.optuna_internals import pareto_front, trial_by_id, trial_by_number, trial_summaries
 from ecgsearch.proposals import PROPOSAL_ATTR
 from ecgsearch.seeds import confirmation_trials, network_trial, seed_runs, study_training_seed, summarize
@@ -72,7 +71,7 @@ def trial_row(
     seeds: dict[int, dict] | None = None,
     macs: bool = True,
 ) -> dict[str, Any]:
-    """One trial as the pareto table and report show it (MACs, a traced forward pass, only when asked).
+    """One trial as the pareto table and report show it (MACs only when asked: older trials lack them).
 
     ``seeds``: the runs of the trial's network per seed (``seed_table``), summarised as mean and
     sd over seeds; ``metric_names``: the study's, naming the trial's values in ``objectives``.
@@ -89,7 +88,7 @@ def trial_row(
         "test_micro_auprc": result.get("test", {}).get("micro_auprc"),
         "size_mb": attrs.get("size_mb"),
         "params": attrs.get("identity", {}).get("params"),
-        "macs": describe_size(space.arch_of(trial.params, num_classes=num_classes), macs=True).macs if macs else None,
+        "macs": _macs(trial, space, num_classes) if macs else None,
         "latency_ms": attrs.get("latency_ms"),
         "int8_size_mb": attrs.get("int8_size_mb"),
         "repeats_trial": attrs.get("repeats_trial"),
@@ -97,6 +96,15 @@ def trial_row(
         "objectives": dict(zip(metric_names, values, strict=False)) if metric_names else {},
         "seeds": seed_summary(seeds.get(network_trial(trial), {})) if seeds is not None else None,
     }
+
+
+def _macs(trial: FrozenTrial, space: SearchSpace, num_classes: int) -> int:
+    """The MACs the trial recorded, else counted (studies from before every trial recorded them)."""
+    if "macs" in trial.user_attrs:
+        return int(trial.user_attrs["macs"])
+    from ecgnet.size import describe_size  # torch: only for a study that lacks the figure
+
+    return describe_size(space.arch_of(trial.params, num_classes=num_classes), macs=True).macs
 
 
 def seed_table(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> dict[int, dict[int, dict]]:

@@ -16,6 +16,7 @@ import optuna
 from rich.console import Console
 
 from ecgsearch.errors import UserError
+from ecgsearch.optuna_internals import trial_summaries
 from ecgsearch.optuna_logging import quiet_optuna
 from ecgsearch.run_commands import StudyOptions, search_context
 from ecgsearch.seeds import is_confirm_study
@@ -96,9 +97,10 @@ def status(job_id: str | None, study_name: str, storage_file: Path | None, *, co
         study = optuna.load_study(study_name=study_name, storage=open_storage(url))
     except KeyError:
         raise UserError(f"no study {study_name!r} in {redact(url)}") from None
-    counts = collections.Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    trials = trial_summaries(study, ("identity",))  # not every trial whole: a study may hold 10,000
+    counts = collections.Counter(t.state.name for t in trials)
     total = study.user_attrs.get(SETTINGS_ATTR, {}).get("total")
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     workers = collections.Counter(t.user_attrs.get("identity", {}).get("worker", "?") for t in complete)
     console.print(f"study {study_name}: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
                   + (f" of a total of {total}" if total else ""), highlight=False)  # fmt: skip

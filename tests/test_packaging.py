@@ -24,6 +24,17 @@ def test_ecgnet_imports_neither_ecgsearch_nor_optuna() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
 
 
+def test_the_commands_that_read_a_study_do_not_import_torch() -> None:
+    # pareto, report and export's lookup start in about 2 s, not 5-8: no torch, ONNX, scipy or h5py
+    # until a command trains, exports or counts the MACs of a trial that did not record them.
+    code = (
+        "import sys, ecgsearch.cli, ecgsearch.result_commands, ecgsearch.report;"
+        "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'scipy', 'h5py') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
 def test_ecgnet_sources_never_mention_the_search_side() -> None:
     import_line = re.compile(r"^\s*(from|import)\s+(ecgsearch|optuna)\b", re.MULTILINE)
     offenders = [p.name for p in (ROOT / "ecgnet").rglob("*.py") if import_line.search(p.read_text())]

@@ -217,3 +217,14 @@ def test_int8_export_tracks_the_fp32_model_and_predicts(exported: Path, data, tm
     assert max(abs(quantized.probabilities[k] - plain.probabilities[k]) for k in plain.probabilities) < 0.1
     with pytest.raises(FileNotFoundError, match="export --int8"):
         predict_files(exported, [tmp_path / "E07500.hea"], int8=True)
+
+
+def test_a_model_directory_without_onnx_holds_weights_and_description_that_load(tmp_path: Path) -> None:
+    # What a trial stores (its artifacts); `ecgsearch export` writes the ONNX file from it later.
+    model = ECGResNet(thesis_config("E18"))
+    out = export_model(model, tmp_path / "m", classes=class_set("thesis17"), onnx=False)
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.pt"]
+    loaded, info = load_model(out)
+    assert info["arch"] == model.config.to_dict()
+    pairs = zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
