@@ -226,8 +226,8 @@ class TrialObjective:
     def _pretraining_figures(self, trial: optuna.Trial, arch) -> dict[str, float]:
         """Size, params and MACs, and the costlier figures an objective or a limit names, recorded on the trial.
 
-        MACs (shapes only, about 0.05 s) are always recorded, so that reading a study needs no
-        network built; latency and int8 size cost an export and timed runs, a quantization:
+        MACs (a pass through a zeroed copy, about 0.1 s) are always recorded, so that reading a
+        study needs no network built; latency and int8 size cost an export and timed runs, a quantization:
         measured only when named.
         """
         definition = self.context.definition
