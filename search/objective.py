@@ -120,6 +120,7 @@ class TrialObjective:
         on_event: EventCallback | None = None,
         before_trial: Callable[[], None] | None = None,
         interrupted: Callable[[], bool] | None = None,
+        queue_retry: Callable[[optuna.Trial], None] | None = None,
     ) -> None:
         self.context = context
         self.data = data
@@ -130,6 +131,7 @@ class TrialObjective:
         self.on_event = on_event or (lambda event: None)
         self.before_trial = before_trial or (lambda: None)
         self.interrupted = interrupted or (lambda: False)
+        self.queue_retry = queue_retry or (lambda trial: None)
         self.artifact_store = optuna.artifacts.FileSystemArtifactStore(str(context.workspace.artifacts))
         self.current_trial: optuna.Trial | None = None
 
@@ -154,6 +156,10 @@ class TrialObjective:
             # KeyboardInterrupt covers the worker's SIGTERM: the trial fails and is retried.
             reason = "worker terminated (SIGTERM)" if isinstance(exc, KeyboardInterrupt) else repr(exc)
             trial.set_user_attr("fail_reason", reason[:500])
+            if isinstance(exc, KeyboardInterrupt):
+                # Queued before Optuna records the failure: a worker counting the study between the
+                # two would find a place free and make one trial too many (seen in a Slurm test).
+                self.queue_retry(trial)
             self.on_event({"event": "trial_end", "trial": trial.number, "outcome": f"FAIL: {reason[:200]}"})
             raise
 

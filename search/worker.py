@@ -129,9 +129,15 @@ def run_worker(
         with database_lock(lock_target(study, context.storage_url), lock.name):
             calibration = calibrate_latency(study, len(data.classes), context.definition.latency_samples,
                                             context.definition.latency_runs)  # fmt: skip
+    retries_queued: set[int] = set()
+
+    def queue_retry(trial: optuna.Trial) -> None:  # a SIGTERM's retry: free, and queued before the FAIL
+        RetryFailedTrial(settings.max_retries)(study, trial_row(study, trial), counts=False)
+        retries_queued.add(trial.number)
+
     objective = objective_class(context, data, spec, max_mb=settings.max_mb, limits=settings.limits,
                                 latency_calibration=calibration, on_event=on_event, before_trial=release_lock,
-                                interrupted=lambda: state["terminate"])  # fmt: skip
+                                interrupted=lambda: state["terminate"], queue_retry=queue_retry)  # fmt: skip
     report = WorkerReport()
     recent_failures: list[str] = []
     poll = max(1.0, min(float(settings.heartbeat_interval), MAX_WAIT_POLL_SECONDS))
@@ -207,7 +213,8 @@ def run_worker(
             lock_lost = reason == LOCK_LOST_REASON
             # A trial stopped by SIGTERM or by a lost lock did nothing wrong: its retry does not
             # count toward the limit.
-            _record_failure(study, frozen, context, settings.max_retries, counts=not (stopped_by_sigterm or lock_lost))
+            _record_failure(study, frozen, context, settings.max_retries, counts=not (stopped_by_sigterm or lock_lost),
+                        queued=frozen.number in retries_queued)  # fmt: skip
             if lock_lost:
                 report.lock_losses += 1
                 on_event({"event": "lock_lost"})
@@ -229,9 +236,11 @@ def run_worker(
 
 
 def _record_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial, context: SearchContext,
-                    max_retries: int, *, counts: bool) -> None:  # fmt: skip
-    """Enqueue a failed trial's retry (at most ``max_retries`` counted ones) and log why it failed."""
-    RetryFailedTrial(max_retries)(study, trial, counts=counts)
+                    max_retries: int, *, counts: bool, queued: bool = False) -> None:  # fmt: skip
+    """Enqueue a failed trial's retry (at most ``max_retries`` counted ones; ``queued``: done already)
+    and log why it failed."""
+    if not queued:
+        RetryFailedTrial(max_retries)(study, trial, counts=counts)
     log = context.workspace.logs / f"{context.study_name}-trial-{trial.number}.log"
     with open(log, "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} FAIL: {trial.user_attrs.get('fail_reason', 'unknown')}\n")
