@@ -5,6 +5,8 @@
 #   .ci/services.sh up      # install if needed, configure, start, smoke-test
 #   .ci/services.sh down    # cancel jobs, stop daemons   (PURGE=1 also deletes state/config)
 #   .ci/services.sh pg-restart [SECONDS]   # stop PostgreSQL (fast), stay down SECONDS, start it again
+#   .ci/services.sh pg-up | pg-down        # PostgreSQL alone: with PGDATA, PGPORT and ENV_FILE set, a
+#                                          # second server (the restart test's, so others' stays up)
 # After `up`:  source /tmp/ci-services.env   (exports OPTUNA_STORAGE_URL)
 set -euo pipefail
 
@@ -178,16 +180,22 @@ down() {
   log "down"
 }
 
-case "$ACTION" in
-  up)
-    install_pkgs; up_munge; up_slurm; up_pg
-    ( umask 077; cat > "$ENV_FILE" ) <<EOF
+write_env() {
+  ( umask 077; cat > "$ENV_FILE" ) <<EOF
 export OPTUNA_STORAGE_URL=postgresql+psycopg2://$PG_USER:$PG_PASS@127.0.0.1:$PGPORT/$PG_DB
 export PGHOST=127.0.0.1 PGPORT=$PGPORT PGUSER=$PG_USER PGPASSWORD=$PG_PASS PGDATABASE=$PG_DB
 EOF
+}
+
+case "$ACTION" in
+  up)
+    install_pkgs; up_munge; up_slurm; up_pg; write_env
     [ "${SMOKE:-1}" = 1 ] && smoke
     log "all up; source $ENV_FILE" ;;
   down) down ;;
+  pg-up) install_pkgs; up_pg; write_env; log "source $ENV_FILE" ;;
+  pg-down) [ -s "$PGDATA/postmaster.pid" ] && as_pg "$(pgbin)/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
+           log "postgres at $PGDATA stopped" ;;
   pg-restart)   # an outage for the reliability tests: clients lose their connections, then reconnect
     bin=$(pgbin)
     as_pg "$bin/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
@@ -197,5 +205,5 @@ EOF
     log "postgres started" ;;
   status) timeout 5 sinfo -N || true; timeout 5 squeue || true
           as_pg "$(pgbin)/pg_ctl" -D "$PGDATA" status || true ;;
-  *) echo "usage: $0 up|down|status|pg-restart [SECONDS]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|pg-restart [SECONDS]|pg-up|pg-down" >&2; exit 2 ;;
 esac

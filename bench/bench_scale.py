@@ -287,18 +287,21 @@ def dashboard_page(where: list[str], study_id: int, env: dict[str, str]) -> tupl
     import urllib.request
 
     port = 18000 + os.getpid() % 1000
+    token = secrets.token_urlsafe(32)
     server = subprocess.Popen([sys.executable, "-m", "ecgsearch.cli", "dashboard", "--port", str(port), *where],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**env, "ECGSEARCH_DASHBOARD_TOKEN": token})  # fmt: skip
     try:
         for _ in range(600):
             with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read()
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies?token={token}", timeout=5).read()
                 break
             time.sleep(0.1)
         times = []
         for _ in range(2):
             started = time.perf_counter()
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study_id}?after=0", timeout=600).read()
+            page = f"http://127.0.0.1:{port}/api/studies/{study_id}?after=0&token={token}"
+            urllib.request.urlopen(page, timeout=600).read()
             times.append(time.perf_counter() - started)
         return times[0], times[1]
     finally:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from ecgsearch import __version__
+from ecgsearch.private_files import GROUP_READABLE_ENV, private_files
 from ecgsearch.signals import install_time_warning_handler
 
 install_time_warning_handler()
@@ -54,8 +55,17 @@ def app_options(
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
     ] = False,
+    group_readable: Annotated[
+        bool,
+        typer.Option(
+            "--group-readable",
+            envvar=GROUP_READABLE_ENV,
+            help="Let your group read what this command creates (default: you alone).",
+        ),
+    ] = False,
 ) -> None:
     """Multi-objective architecture search for 12-lead ECG classifiers."""
+    private_files(group_readable=group_readable)
 
 
 @arch_app.command("list")

@@ -267,13 +267,20 @@ def dashboard_command(
     study_name: Annotated[str, typer.Option(help="Study whose artifact directory to serve.")] = "demo",
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    unix_socket: Annotated[
+        Path | None,
+        typer.Option("--socket", help="Serve on this Unix socket (made 0600) instead of a port, for ssh -L."),
+    ] = None,
     workspace: Workspace = DEFAULT_WORKSPACE,
     storage: Storage = None,
 ) -> None:
-    """Serve optuna-dashboard on the study's storage, with its trial artifacts."""
+    """Serve optuna-dashboard on the study's storage, with its trial artifacts, behind a token.
+
+    The URL with the token is printed once; ECGSEARCH_DASHBOARD_TOKEN gives a fixed one.
+    """
     from ecgsearch.result_commands import dashboard
 
-    dashboard(workspace, storage, study_name, host=host, port=port, console=console)
+    dashboard(workspace, storage, study_name, host=host, port=port, unix_socket=unix_socket, console=console)
 
 
 def report_command(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -142,6 +143,9 @@ class DatabaseLock:
             return
         self._held = False
         if self._sqlite:
+            # Removed while still locked, so no lock file outlives the command: a waiter that
+            # opened this file finds it unlinked once it gets the lock, and opens a new one.
+            self._path.unlink(missing_ok=True)
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
@@ -166,8 +170,16 @@ class DatabaseLock:
         self.release()
 
     def _acquire_file(self) -> None:
-        self._file = open(self._path, "a")  # held until release()
-        fcntl.flock(self._file, fcntl.LOCK_EX)
+        while True:
+            lock_file = open(self._path, "a")  # held until release()
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                if os.fstat(lock_file.fileno()).st_ino == os.stat(self._path).st_ino:
+                    break  # the file at the path, not one its last holder removed
+            except FileNotFoundError:
+                pass
+            lock_file.close()
+        self._file = lock_file
         self._held = True
 
 

@@ -23,7 +23,6 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ecgnet.int8 import int8_scores
 from ecgnet.metric_names import HEADLINE_METRICS, INT8_METRICS
 from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, train_and_evaluate
 from ecgnet.train import StopHook
@@ -261,6 +260,8 @@ class TrialObjective:
         """
         if not any(o.metric.startswith(INT8_PREFIX) for o in self.context.definition.objectives):
             return None
+        from ecgnet.int8 import int8_scores  # onnx: over a second to import, for int8 objectives only
+
         result = outcome.result
         return int8_scores(result.model, self.data.train, self.data.val, self.data.classes, result.thresholds)
 

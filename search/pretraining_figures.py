@@ -22,7 +22,6 @@ from typing import Any
 import optuna
 
 from ecgnet.arch import ArchConfig
-from ecgnet.int8 import int8_size_mb
 from ecgnet.latency import DEFAULT_LATENCY_SAMPLES, DEFAULT_RUNS, Latency, model_latency
 from ecgnet.model import ECGResNet
 from ecgnet.size import describe_size
@@ -89,5 +88,8 @@ def pretraining_figures(
         figures["latency_ms"] = latency.median_ms * calibration.scale
         notes["latency"] = {**latency.to_dict(), "scale": calibration.scale}
     if "int8_size_mb" in wanted:
+        # onnx takes over a second to import: a worker without int8 figures never loads it.
+        from ecgnet.int8 import int8_size_mb
+
         figures["int8_size_mb"] = int8_size_mb(ECGResNet(arch))
     return figures, notes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -179,12 +180,32 @@ def definition_of(study: optuna.Study) -> StudyDefinition:
     return parse_definition(study.user_attrs["definition"], study.user_attrs.get("definition_source", "study"))
 
 
-def dashboard(workspace: Path, storage: str | None, study_name: str, *, host: str, port: int, console: Console) -> None:
-    """Serve optuna-dashboard on the study's storage with its artifact store (blocks)."""
-    from optuna_dashboard import run_server
+def dashboard(workspace: Path, storage: str | None, study_name: str, *, host: str, port: int,
+              unix_socket: Path | None = None, console: Console) -> None:  # fmt: skip
+    """Serve optuna-dashboard on the study's storage with its artifact store, behind a token (blocks)."""
+    from optuna_dashboard import wsgi
 
+    from ecgsearch.dashboard_server import TOKEN_ENV, TokenGate, serve, token_from_environment
+
+    try:
+        token = token_from_environment()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     study, url = load_existing_study(workspace, storage, study_name)
     artifact_dir = study.user_attrs.get("artifact_dir", str(Workspace(workspace).artifacts))
-    console.print(f"optuna-dashboard on http://{host}:{port} for {redact(url)} (artifacts {artifact_dir})")
     store = optuna.artifacts.FileSystemArtifactStore(artifact_dir)
-    run_server(open_storage(url, StorageSettings()), host=host, port=port, artifact_store=store)
+    app = TokenGate(wsgi(open_storage(url, StorageSettings()), artifact_store=store), token,
+                    cookie_name=f"ecgsearch-dashboard-{port if unix_socket is None else 'socket'}")  # fmt: skip
+
+    def announce() -> None:  # once the server listens: a script may open the URL at once
+        console.print(f"optuna-dashboard for {redact(url)} (artifacts {artifact_dir})", highlight=False)
+        if unix_socket is None:
+            where = f"http://{host}:{port}"
+        else:
+            where = "http://localhost:8080"
+            console.print(f"on the Unix socket {unix_socket} (mode 0600); from a laptop: "
+                          f"ssh -N -L 8080:{unix_socket} <this host>, then open", highlight=False)  # fmt: skip
+        shown = "<the token in $" + TOKEN_ENV + ">" if os.environ.get(TOKEN_ENV) else token
+        console.print(f"{where}/dashboard?token={shown}", highlight=False, soft_wrap=True)
+
+    serve(app, host=host, port=port, unix_socket=unix_socket, ready=announce)

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+from ecgsearch.private_files import warn_if_open
 from ecgsearch.storage import database_lock
 
 __all__ = ["Workspace", "data_fingerprint"]
@@ -40,7 +41,8 @@ class Workspace:
         return self.root / "logs"
 
     def create(self) -> Workspace:
-        """Create the folders (no error when they exist)."""
+        """Create the folders (no error when they exist; one warning if the workspace is open to others)."""
+        warn_if_open(self.root)
         for folder in (self.root, self.artifacts, self.data, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
         return self

@@ -19,15 +19,28 @@ START_HINT = "start it with `bash .ci/services.sh up` (as root), as .ci/run does
 
 def _services_env() -> dict[str, str]:
     """Variables exported by the services script, read from its env file."""
+    return _services_env_file(SERVICES_ENV_FILE)
+
+
+def _services_env_file(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
-    if not SERVICES_ENV_FILE.exists():
+    if not path.exists():
         return values
-    for line in SERVICES_ENV_FILE.read_text().splitlines():
+    for line in path.read_text().splitlines():
         for word in line.removeprefix("export ").split():
             key, sep, value = word.partition("=")
             if sep:
                 values[key] = value
     return values
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist (``--dist loadgroup``): a module's tests run in one process, so its
+    module fixtures (a finished study, a trained model) are made once; every test that submits to
+    Slurm runs in one process, so two arrays never queue for the test node's 4 fake GPUs."""
+    for item in items:
+        uses_slurm = "slurm" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("slurm" if uses_slurm else item.module.__name__))
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +82,22 @@ def synthetic_cache_path(tmp_path_factory) -> Path:
     report = prepare_cache([root / "records"], root / "synthetic.h5", workers=2)
     assert report.rejected == [] and report.records == 600
     return root / "synthetic.h5"
+
+
+SERVICES_SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "services.sh"
+# A second PostgreSQL for the test that restarts its server: the other tests' stays up (they run
+# side by side under pytest-xdist).
+OUTAGE_SERVER = {"PGDATA": "/tmp/ci-pg-outage", "PGPORT": "5433", "ENV_FILE": "/tmp/ci-pg-outage.env",
+                 "PG_MAX_CONN": "40"}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def outage_postgres() -> tuple[str, dict[str, str]]:
+    """URL of a PostgreSQL of its own, and the environment under which services.sh restarts it."""
+    env = {**os.environ, **OUTAGE_SERVER}
+    started = subprocess.run(["bash", str(SERVICES_SCRIPT), "pg-up"], env=env, capture_output=True, text=True,
+                             timeout=300, check=False)  # fmt: skip
+    if started.returncode != 0:
+        pytest.fail(f"cannot start a second PostgreSQL (as root, like .ci/run): {started.stdout[-1500:]}"
+                    f"{started.stderr[-1500:]}")  # fmt: skip
+    return _services_env_file(Path(OUTAGE_SERVER["ENV_FILE"]))["OPTUNA_STORAGE_URL"], env

@@ -227,10 +227,16 @@ def test_cli_prepare_reports_records_and_duplicates_as_json_and_info_reads_the_c
     shutil.copy(data / "E07500.hea", data / "E09999.hea")
     script = Path(sys.executable).with_name("ecgsearch")
     cache = tmp_path / "ecg.h5"
-    out = subprocess.run(
-        [script, "data", "prepare", str(data), "--out", str(cache), "--json"], capture_output=True, text=True
+    out = subprocess.run(  # under a usual umask (022): the cache of patients' records is still private
+        [script, "data", "prepare", str(data), "--out", str(cache), "--json"],
+        capture_output=True,
+        text=True,
+        umask=0o022,
     )
     assert out.returncode == 0, out.stderr
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob("ecg.h5*")} == {
+        "ecg.h5": 0o600, "ecg.h5.rejects.csv": 0o600
+    }  # fmt: skip
     summary = json.loads(out.stdout)
     assert summary["records"] == 3 and summary["rejected"] == 1
     assert summary["per_source"] == {"G12EC": 1, "Ningbo": 1, "PTB-XL": 1}

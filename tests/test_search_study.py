@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -77,9 +78,11 @@ def test_storage_url_precedence_and_redaction(tmp_path: Path, monkeypatch) -> No
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> tuple[Path, str, object]:
     """One finished tiny study on SQLite (7 trials, 2 of them E18/E16), shared by read-only tests."""
-    workspace = tmp_path_factory.mktemp("ws")
+    workspace = tmp_path_factory.mktemp("ws") / "ecgsearch-work"
     name = unique_name("tiny")
-    result = run(worker_command(workspace, name, 7), environment(None))
+    # A usual umask (022): what the study creates must be private all the same.
+    result = subprocess.run(worker_command(workspace, name, 7), env=environment(None), capture_output=True,
+                            text=True, timeout=300, umask=0o022)  # fmt: skip
     assert result.returncode == 0, result.stderr + result.stdout
     return workspace, name, result
 
@@ -112,6 +115,29 @@ def test_trials_record_sizes_metrics_history_logs_and_artifacts(finished) -> Non
     assert {m.filename for m in meta} == {"model.pt", "model.json"}
     assert study.user_attrs["artifact_dir"] == str((workspace / "artifacts").resolve())
     assert len(study.user_attrs["definition_fingerprint"]) == 16 and len(study.user_attrs["data_fingerprint"]) == 16
+
+
+def test_what_a_study_creates_is_private_and_leaves_no_lock_file(finished) -> None:
+    workspace, _, _ = finished
+    created = [workspace, *workspace.rglob("*")]
+    modes = {str(p.relative_to(workspace.parent)): p.stat().st_mode & 0o777 for p in created}
+    assert len(modes) > 10 and not {p: f"{m:04o}" for p, m in modes.items() if m & 0o077}
+    assert not [p for p in modes if p.endswith(".lock")]
+
+
+def test_a_workspace_open_to_others_gets_one_warning_and_group_readable_is_asked_for(tmp_path: Path) -> None:
+    shared = tmp_path / "lab-work"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    cmd = [*ECGSEARCH, "--group-readable", "enqueue-thesis", "--study-def", str(TINY), "--study-name", "lab",
+           "--workspace", str(shared)]  # fmt: skip
+    out = subprocess.run(cmd, env=environment(None), capture_output=True, text=True, timeout=300, umask=0o002)
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {shared} is open to other users (mode 0755); make it private with "
+                        f"`chmod -R go-rwx {shared}`"]  # fmt: skip
+    assert (shared / "study.db").stat().st_mode & 0o777 == 0o640
+    assert (shared / "artifacts").stat().st_mode & 0o777 == 0o750
 
 
 def test_pareto_lists_the_front(finished) -> None:
@@ -250,8 +276,9 @@ def test_opening_a_study_reads_no_trials_of_other_studies(tmp_path: Path) -> Non
 def test_ecgsearch_run_with_no_arguments_works_on_sqlite_and_stops_cleanly(tmp_path: Path) -> None:
     """The demo from a fresh folder: the default workspace, SQLite, thesis trials first.
 
-    The whole demo (30 trials) takes about five minutes here; the test lets one trial finish,
-    then stops the run as a scheduler would, with SIGTERM.
+    The whole demo (30 trials) takes about five minutes here; the test lets the first trial (E1)
+    start training, then stops the run as a scheduler would, with SIGTERM: E1 fails and is queued
+    again, E-name and all.
     """
 
     from ecgsearch.storage import open_storage
@@ -262,29 +289,31 @@ def test_ecgsearch_run_with_no_arguments_works_on_sqlite_and_stops_cleanly(tmp_p
     database = tmp_path / "ecgsearch-work" / "study.db"
     deadline = time.monotonic() + 300
 
-    def completed() -> int:
+    def training() -> bool:
         if not database.exists():
-            return 0
+            return False
         try:
             # Through the schema lock: `run` may be creating the tables right now.
             study = optuna.load_study(study_name="demo", storage=open_storage(f"sqlite:///{database}"))
         except KeyError:
-            return 0
-        return len(study.get_trials(states=(TrialState.COMPLETE,)))
+            return False
+        return any("identity" in t.user_attrs for t in study.get_trials(states=(TrialState.RUNNING,)))
 
-    while completed() < 1 and time.monotonic() < deadline and demo.poll() is None:
-        time.sleep(1)
+    while not training() and time.monotonic() < deadline and demo.poll() is None:
+        time.sleep(0.5)
     demo.send_signal(signal.SIGTERM)
     stdout, stderr = demo.communicate(timeout=120)
     assert demo.returncode == 143, stderr[-3000:]
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{database}")
     trials = study.get_trials()
     assert [t.user_attrs.get("thesis_experiment") for t in trials[:2]] == ["E1", "E2"]
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["fail_reason"] == "worker terminated (SIGTERM)"
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    assert retry[0].user_attrs["thesis_experiment"] == "E1" and retry[0].params == trials[0].params, stdout
     assert all(t.state != TrialState.RUNNING for t in trials)
-    assert sum(t.user_attrs.get("thesis_experiment") is not None for t in trials) == 18 + sum(
-        t.state == TrialState.FAIL for t in trials
-    )  # E1-E18 enqueued once (a trial failed by SIGTERM is re-enqueued with its E-name)
-    assert "study demo" in stdout and "30 trials" in stdout and "trial    0   E1" in stdout
+    assert sum(t.user_attrs.get("thesis_experiment") is not None for t in trials) == 18 + 1  # E1-E18 once, E1's retry
+    assert "study demo" in stdout and "30 trials" in stdout, stdout
     assert (tmp_path / "ecgsearch-work" / "data" / "synthetic-400-seed0.h5").exists()
 
 
@@ -334,12 +363,43 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
                   "--window-size=1400,1000"]  # fmt: skip
 
 
+def start_dashboard(workspace: Path, name: str, *where: str, env: dict[str, str] | None = None):
+    """A running `ecgsearch dashboard` and the URL it printed (with its token)."""
+    server = subprocess.Popen([*ECGSEARCH, "dashboard", "--study-name", name, "--workspace", str(workspace), *where],
+                              env=env or environment(None), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)  # fmt: skip
+    printed = []
+    for line in server.stdout:
+        printed.append(line)
+        if "/dashboard?token=" in line:
+            return server, line.strip()
+    raise AssertionError("no URL printed:\n" + "".join(printed))
+
+
+def http(url: str, method: str = "GET", unix_socket: Path | None = None) -> tuple[int, bytes]:
+    """Status and body of one request (to a Unix socket when given)."""
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if unix_socket is None:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    else:
+        connection = http.client.HTTPConnection("localhost", timeout=10)
+        connection.sock = socket.socket(socket.AF_UNIX)
+        connection.sock.connect(str(unix_socket))
+    try:
+        connection.request(method, parts.path + (f"?{parts.query}" if parts.query else ""))
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
 def test_dashboard_in_a_headless_browser_shows_the_study_and_its_pareto_front(finished) -> None:
+    """With the printed URL the page loads (a cookie carries the token on); without it, 403."""
     import shutil
-    import socket
-    import subprocess
-    import time
-    import urllib.request
+    import urllib.parse
 
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -352,29 +412,32 @@ def test_dashboard_in_a_headless_browser_shows_the_study_and_its_pareto_front(fi
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([*ECGSEARCH, "dashboard", "--study-name", name, "--workspace", str(workspace),
-                               "--port", str(port)], env=environment(None), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    server, url = start_dashboard(workspace, name, "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
+    assert url == f"{base}/dashboard?token={token}" and len(token) >= 32
     options = webdriver.ChromeOptions()
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     browser = None
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
-                    summaries = json.loads(response.read())["study_summaries"]
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "dashboard did not start"
-                time.sleep(0.3)
-        study_id = next(s["study_id"] for s in summaries if s["study_name"] == name)
-        browser = webdriver.Chrome(service=Service(driver_path), options=options)
-        browser.get(f"http://127.0.0.1:{port}/dashboard")
-        WebDriverWait(browser, 30).until(lambda b: name in b.find_element(By.TAG_NAME, "body").text)
+        status, body = http(f"{base}/api/studies?token={token}")
+        assert status == 200, body
+        study_id = next(s["study_id"] for s in json.loads(body)["study_summaries"] if s["study_name"] == name)
+        for wrong in ("", "?token=", f"?token={token[:-1]}", f"?token={token}x"):
+            assert http(f"{base}/dashboard{wrong}")[0] == 403
+            assert http(f"{base}/api/studies{wrong}")[0] == 403
+        # Another user on the machine, without the token, cannot delete the study.
+        delete = f"import urllib.request as u; u.urlopen(u.Request('{base}/api/studies/{study_id}', method='DELETE'))"
+        as_other = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+        refused = subprocess.run([*as_other, "/usr/bin/python3", "-c", delete], capture_output=True, text=True)
+        assert "HTTP Error 403" in refused.stderr, refused.stderr
+        assert len(sqlite_study(workspace, name).get_trials()) == 7
 
-        browser.get(f"http://127.0.0.1:{port}/dashboard/studies/{study_id}")
+        browser = webdriver.Chrome(service=Service(driver_path), options=options)
+        browser.get(url)
+        WebDriverWait(browser, 30).until(lambda b: name in b.find_element(By.TAG_NAME, "body").text)
+        browser.get(f"{base}/dashboard/studies/{study_id}")  # no token in this URL: the cookie carries it
         study = sqlite_study(workspace, name)
 
         def pareto_points(b) -> int:
@@ -394,3 +457,22 @@ def test_dashboard_in_a_headless_browser_shows_the_study_and_its_pareto_front(fi
             browser.quit()
         server.terminate()
         server.wait(timeout=30)
+    assert token not in server.stdout.read()  # printed once, never logged with a request
+
+
+def test_dashboard_on_a_unix_socket_is_private_and_asks_for_the_token(finished, tmp_path: Path) -> None:
+    workspace, name, _ = finished
+    path = tmp_path / "dash.sock"
+    token = "a-token-the-lab-chose-" + "x" * 10
+    server, url = start_dashboard(workspace, name, "--socket", str(path),
+                                  env=environment(None, ECGSEARCH_DASHBOARD_TOKEN=token))  # fmt: skip
+    try:
+        assert token not in url and url.endswith("/dashboard?token=<the token in $ECGSEARCH_DASHBOARD_TOKEN>")
+        assert path.is_socket() and path.stat().st_mode & 0o777 == 0o600
+        assert http(f"http://localhost/api/studies?token={token}", unix_socket=path)[0] == 200
+        assert http("http://localhost/api/studies", unix_socket=path)[0] == 403
+        assert http("http://localhost/api/studies/1", "DELETE", unix_socket=path)[0] == 403
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert not path.exists()

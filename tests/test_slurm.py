@@ -6,7 +6,6 @@ import getpass
 import json
 import subprocess
 import time
-from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -118,20 +117,22 @@ def test_scancel_of_one_task_mid_trial_is_retried_and_the_study_completes(slurm,
     job_id = submit(tmp_path, postgres_url, name, slow_definition(tmp_path), "--workers", "4", "--trials", "6")
     storage = postgres_url
     deadline = time.monotonic() + 300
-    victim = None
+    study, victim, starting = None, None, set()
     while victim is None:
         assert time.monotonic() < deadline, "no trial ever started\n" + job_logs(tmp_path, job_id)[-3000:]
         try:
-            running = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.RUNNING,))
+            study = study or optuna.load_study(study_name=name, storage=storage)
         except KeyError:
-            running = []
-        # A trial that started moments ago is surely still mid-training when scancel lands;
-        # whichever task runs it is the victim (tasks start up at uneven speeds).
-        now = datetime.now()
-        victim = next((t for t in running if "identity" in t.user_attrs and t.datetime_start is not None
-                       and (now - t.datetime_start).total_seconds() < 1), None)  # fmt: skip
-        if victim is None:
             time.sleep(0.2)
+            continue
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        # A trial seen without its "identity" one poll ago has just finished its pre-training
+        # figures and is surely still mid-training when scancel lands (its training takes
+        # seconds); whichever task runs it is the victim (tasks start up at uneven speeds).
+        victim = next((t for t in running if "identity" in t.user_attrs and t.number in starting), None)
+        starting = {t.number for t in running if "identity" not in t.user_attrs}
+        if victim is None:
+            time.sleep(0.1)
     task = victim.user_attrs["identity"]["worker"].split(":")[-1]
     subprocess.run(["scancel", f"{job_id}_{task}"], check=True)
     wait_until_done(job_id, 600)

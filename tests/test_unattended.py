@@ -94,15 +94,17 @@ def test_a_dead_workers_trial_in_a_full_study_is_reaped_and_retried(postgres_url
 
 
 @pytest.mark.services
-def test_workers_ride_out_a_postgresql_restart(postgres_url: str, tmp_path: Path) -> None:
+def test_workers_ride_out_a_postgresql_restart(outage_postgres, tmp_path: Path) -> None:
     """Finding: a restart killed every worker with a traceback from the lock connection."""
+    postgres_url, server = outage_postgres
     name = unique_name("restart")
     env = environment(postgres_url, **ONE_THREAD)
     cmd = slow_worker(tmp_path, name, 4, "--heartbeat-interval", "1", "--grace-period", "30", "--outage-timeout", "120")
     workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]  # fmt: skip
     wait_for(lambda: len(running_trials(postgres_url, name)) == 2, 180, "both workers training")
-    restart = subprocess.run(["bash", str(SERVICES), "pg-restart", "3"], capture_output=True, text=True, timeout=120)
+    restart = subprocess.run(["bash", str(SERVICES), "pg-restart", "3"], env=server, capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
     assert restart.returncode == 0, restart.stdout + restart.stderr
     outputs = [w.communicate(timeout=300) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outputs]

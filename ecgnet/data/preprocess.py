@@ -19,8 +19,6 @@ import dataclasses
 import functools
 
 import numpy as np
-from scipy.interpolate import CubicSpline
-from scipy.signal import butter, filtfilt, sosfiltfilt
 
 __all__ = [
     "BASE_CODE_PADLEN",
@@ -64,16 +62,22 @@ DEFAULT_PREPROCESS = PreprocessConfig()
 
 @functools.lru_cache(maxsize=32)
 def _butter_sos(order: int, low: float, high: float, fs: float) -> np.ndarray:
+    from scipy.signal import butter  # scipy.signal: half a second that a reader of caches never needs
+
     return butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
 
 
 @functools.lru_cache(maxsize=32)
 def _butter_ba(order: int, low: float, high: float, fs: float) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.signal import butter
+
     return butter(order, [low, high], btype="bandpass", fs=fs, output="ba")
 
 
 def bandpass(signal: np.ndarray, fs: float, config: PreprocessConfig = DEFAULT_PREPROCESS) -> np.ndarray:
     """Zero-phase (forward-backward) Butterworth band-pass along the last axis."""
+    from scipy.signal import filtfilt, sosfiltfilt
+
     if config.high_hz >= fs / 2:
         raise ValueError(f"sampling rate {fs} Hz is too low for a {config.high_hz} Hz band edge")
     if config.style == "base-code":
@@ -97,6 +101,8 @@ def resample_cubic(signal: np.ndarray, fs: float, target_fs: float) -> np.ndarra
     spline, where a cubic interpolant returns the data itself: the result is then taken by
     slicing, which is exactly equal and far cheaper.
     """
+    from scipy.interpolate import CubicSpline
+
     n = signal.shape[-1]
     if fs == target_fs:
         return signal
@@ -114,6 +120,8 @@ def resample_base_code(signal: np.ndarray, fs: float, target_fs: float) -> np.nd
     No slicing shortcut: at a rate that is a multiple of ``target_fs`` the stretched grid falls
     between the knots, so the spline is needed there too.
     """
+    from scipy.interpolate import CubicSpline
+
     n = signal.shape[-1]
     duration = n / fs
     spline = CubicSpline(np.linspace(0, duration, n), signal, axis=-1)
