@@ -104,7 +104,13 @@ def load_definition(name_or_path: str | Path) -> StudyDefinition:
     if path.suffix == ".toml" or path.exists():
         if not path.exists():
             raise DefinitionError(f"{path}: no such study definition file")
-        text, source = path.read_text(), str(path)
+        source = str(path)
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DefinitionError(f"{source}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+        except OSError as exc:
+            raise DefinitionError(f"{source}: unreadable ({exc.strerror or exc})") from None
     else:
         shipped = resources.files("ecgsearch.studies").joinpath(f"{name_or_path}.toml")
         if not shipped.is_file():

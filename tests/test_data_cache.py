@@ -58,6 +58,11 @@ def bad_and_odd_directory(root: Path) -> dict[str, str]:
     expected["A0010.hea"] = "#Dx line is empty"
     write_cinc(bad, "A0011", val[:, :10])
     expected["A0011.hea"] = "cannot preprocess"
+    write_cinc(bad, "A0012", val, comments="#Age: 50\n#Sex: Male\n#Dx: 164889003\n#Dx: \x00\n")
+    expected["A0012.hea"] = "holds a NUL byte"  # found by mutating real headers: it used to end the whole run
+    header = write_cinc(bad, "A0013", val)
+    header.write_text(header.read_text().replace("A0013", "NaN", 1))
+    expected["A0013.hea"] = "record line names record 'NaN', not 'A0013'"
 
     odd = root / "odd"
     write_cinc(odd, "I0001", val[:, :2570], fs=257)  # INCART's rate
@@ -223,7 +228,8 @@ def test_cli_prepare_reports_records_and_duplicates_as_json_and_info_reads_the_c
     data = tmp_path / "data"
     for name in GOOD:
         copy_record(name, data)
-    # Georgia's header names its record (E07500) in its first line: a copy is a duplicate.
+    # A second copy of a record elsewhere is a duplicate; a header under another name is refused.
+    copy_record("E07500", data / "again")
     shutil.copy(data / "E07500.hea", data / "E09999.hea")
     script = Path(sys.executable).with_name("ecgsearch")
     cache = tmp_path / "ecg.h5"
@@ -238,9 +244,11 @@ def test_cli_prepare_reports_records_and_duplicates_as_json_and_info_reads_the_c
         "ecg.h5": 0o600, "ecg.h5.rejects.csv": 0o600
     }  # fmt: skip
     summary = json.loads(out.stdout)
-    assert summary["records"] == 3 and summary["rejected"] == 1
+    assert summary["records"] == 3 and summary["rejected"] == 2
     assert summary["per_source"] == {"G12EC": 1, "Ningbo": 1, "PTB-XL": 1}
-    assert "duplicate record name E07500" in read_rejects(cache)["E09999.hea"]
+    rejects = read_rejects(cache)
+    assert "duplicate record name E07500" in rejects["E07500.hea"]
+    assert "names record 'E07500', not 'E09999'" in rejects["E09999.hea"]
     info = subprocess.run([script, "data", "info", str(cache), "--json"], capture_output=True, text=True)
     assert json.loads(info.stdout)["per_class"]["SR"] == 1
     table = subprocess.run([script, "data", "info", str(cache)], capture_output=True, text=True)

@@ -16,6 +16,7 @@ from its Challenge name; records of other databases take the source the caller n
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import re
 from pathlib import Path
@@ -54,6 +55,8 @@ def parse_header(path: Path) -> WfdbHeader:
         text = path.read_bytes().decode("utf-8", errors="replace")
     except OSError as exc:
         raise RecordError(path, f"unreadable header ({exc.strerror or exc})") from None
+    if "\x00" in text:  # no text of a header holds one, and HDF5 strings cannot
+        raise RecordError(path, "unreadable header: it holds a NUL byte")
     lines = [line.strip() for line in text.splitlines()]
     comments: dict[str, str] = {}
     body = []
@@ -132,6 +135,10 @@ def read_cinc_record(header_path: Path | str, *, for_training: bool = True, own_
     """
     header_path = Path(header_path)
     header = parse_header(header_path)
+    if for_training and header.name != header_path.stem:
+        # The cache knows a record by its name: two files must not claim one, unseen.
+        names = f"record {header.name!r}, not {header_path.stem!r}"
+        raise RecordError(header_path, f"the header's record line names {names}")
     dx = header.comments.get("dx")
     if dx is None and for_training:
         raise RecordError(header_path, "no #Dx line: the record has no labels")
@@ -163,7 +170,11 @@ def read_cinc_record(header_path: Path | str, *, for_training: bool = True, own_
 def _read_mat_signal(signal_path: Path, header: WfdbHeader) -> np.ndarray:
     """A Challenge ``.mat`` signal in mV."""
     try:
-        raw = scipy.io.loadmat(signal_path)["val"]
+        # From memory, not the file: scipy reads as many bytes as a (damaged) header declares,
+        # and a file object allocates them all first (gigabytes, seen by fuzzing); from bytes
+        # in memory a read is never longer than the file. Only 'val' is read: bytes appended
+        # after it would be taken for more variables.
+        raw = scipy.io.loadmat(io.BytesIO(signal_path.read_bytes()), variable_names=["val"])["val"]
     except KeyError:
         raise RecordError(signal_path, "MATLAB file has no variable 'val'") from None
     except Exception as exc:  # scipy raises many types for a damaged file
