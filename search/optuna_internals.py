@@ -17,6 +17,7 @@ import numpy as np
 import optuna
 import sqlalchemy
 from optuna._hypervolume import compute_hypervolume
+from optuna.samplers._base import _CONSTRAINTS_KEY
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study._multi_objective import _fast_non_domination_rank, _get_pareto_front_trials_by_trials
@@ -128,8 +129,8 @@ def non_domination_ranks(
 
 
 # The system attributes Optuna keeps a trial's constraint values in (feasible: all <= 0): one list
-# under this key (older studies) or one value per constraint under "constraints:NAME".
-CONSTRAINTS_KEY = "constraints"
+# under CONSTRAINTS_KEY (older studies) or one value per constraint under "constraints:NAME".
+CONSTRAINTS_KEY = _CONSTRAINTS_KEY
 
 
 def trial_summaries(

@@ -45,6 +45,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         uses_slurm = "slurm" in getattr(item, "fixturenames", ())
         item.add_marker(pytest.mark.xdist_group("slurm" if uses_slurm else item.module.__name__))
+    # The Slurm tests first (in their own order): one after another they are the longest unit,
+    # and the other process takes every other module meanwhile (--no-loadscope-reorder keeps
+    # this order instead of sorting units by their count of tests).
+    items.sort(key=lambda item: "slurm" not in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")

@@ -108,6 +108,8 @@ def test_four_workers_fill_the_study_exactly_and_share_the_trials(slurm, postgre
     assert len(per_task) >= 2 and set(per_task) <= {"0", "1", "2", "3"}, per_task
     logs = sorted((tmp_path / "ws" / "slurm-logs").glob(f"*-{job_id}_*.out"))
     assert len(logs) == 4 and all("this process ran" in p.read_text() for p in logs), job_logs(tmp_path, job_id)
+    # sbatch hands the command's umask (077) on to the job: its logs are the user's alone.
+    assert {p.stat().st_mode & 0o777 for p in logs} == {0o600}
     counts = sorted(len(v) for v in per_task.values())
     print(f"\nslurm array: 8 trials, 4 tasks, {elapsed:.0f} s from submit to completion; trials per task {counts}")
 
