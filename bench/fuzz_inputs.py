@@ -15,7 +15,7 @@ or negative counts, odd encodings, 10,000-line headers. The contract for each:
 A record goes through ``prepare_cache`` (read, preprocess, the HDF5 write), the way `ecgsearch
 data prepare` meets it. The suite runs a quick profile (tests/test_fuzz_inputs.py); the long one:
 
-    .venv/bin/python bench/fuzz_inputs.py --examples 20000
+    .venv/bin/python bench/fuzz_inputs.py --examples 20000 --processes 2
 
 prints counts per reader and ends with ``RESULT inputs=<n> crashes=<c> hangs=<h> memory=<m>``;
 each failure is printed with the input that caused it, to become a regression test.
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import multiprocessing
 import signal
 import sys
 import tempfile
@@ -296,28 +297,46 @@ def fuzz(run: Run, examples: int, seed: int) -> None:
     hypothesis_seed(seed)(feed)()
 
 
+def fuzz_part(examples: int, seed: int, time_limit_s: int) -> tuple[dict[str, collections.Counter], list[str]]:
+    """One process's share: counts per reader and the failures, from its own scratch folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(Path(tmp), time_limit_s)
+        fuzz(run, examples, seed)
+    return dict(run.counts), run.failures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-limit", type=int, default=TIME_LIMIT_S, help="seconds an input may take")
+    parser.add_argument("--processes", type=int, default=1, help="share the examples out (seeds seed, seed+1, ...)")
     args = parser.parse_args()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Run(Path(tmp), args.time_limit)
-        fuzz(run, args.examples, args.seed)
+    shares = [(args.examples // args.processes + (i < args.examples % args.processes), args.seed + i, args.time_limit)
+              for i in range(args.processes)]  # fmt: skip
+    if args.processes == 1:
+        parts = [fuzz_part(*shares[0])]
+    else:
+        with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+            parts = pool.starmap(fuzz_part, shares)
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    failures = []
+    for part_counts, part_failures in parts:
+        for reader, part in part_counts.items():
+            counts[reader].update(part)
+        failures += part_failures
     total = collections.Counter()
     print(f"{'reader':<20} {'inputs':>7} {'read':>6} {'refused':>8} {'crash':>6} {'hang':>5} {'memory':>7}")
-    for reader, counts in sorted(run.counts.items()):
-        total.update(counts)
-        print(f"{reader:<20} {sum(counts.values()):>7} {counts['read']:>6} {counts['refused']:>8} "
-              f"{counts['crash']:>6} {counts['hang']:>5} {counts['memory']:>7}")  # fmt: skip
-    for failure in run.failures[:20]:
+    for reader, reader_counts in sorted(counts.items()):
+        total.update(reader_counts)
+        print(f"{reader:<20} {sum(reader_counts.values()):>7} {reader_counts['read']:>6} {reader_counts['refused']:>8} "
+              f"{reader_counts['crash']:>6} {reader_counts['hang']:>5} {reader_counts['memory']:>7}")  # fmt: skip
+    for failure in failures[:20]:
         print(failure)
-    print(f"{sum(total.values())} inputs in {time.perf_counter() - started:.0f} s")
-    print(
-        f"RESULT inputs={sum(total.values())} crashes={total['crash']} hangs={total['hang']} memory={total['memory']}"
-    )
+    print(f"{sum(total.values())} inputs in {time.perf_counter() - started:.0f} s, {args.processes} process(es)")
+    print(f"RESULT inputs={sum(total.values())} crashes={total['crash']} hangs={total['hang']} "
+          f"memory={total['memory']}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import subprocess
 import time
@@ -21,11 +20,19 @@ pytestmark = pytest.mark.services
 TASK_SIZE = ["--cpus-per-task", "1", "--mem", "1G"]
 
 
+SUBMITTED: list[str] = []  # job ids this process submitted, for the cleanup below
+
+
 @pytest.fixture(autouse=True)
 def _cancel_leftover_jobs():
-    """A failed test must not leave its array running: it would slow every later test down."""
+    """A failed test must not leave its array running: it would slow every later test down.
+
+    Only this process's jobs: a test elsewhere (another pytest-xdist process) may have its own running.
+    """
     yield
-    subprocess.run(["scancel", "--user", getpass.getuser()], check=False)
+    if SUBMITTED:
+        subprocess.run(["scancel", *SUBMITTED], check=False, capture_output=True)
+        SUBMITTED.clear()
 
 
 def slow_definition(tmp_path: Path) -> Path:
@@ -39,7 +46,9 @@ def submit(tmp_path: Path, url: str, name: str, definition: Path, *args: str) ->
            "--workspace", str(tmp_path / "ws"), *TASK_SIZE, *args]  # fmt: skip
     result = subprocess.run(cmd, env=environment(url), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1]
+    job_id = result.stdout.strip().splitlines()[-1]
+    SUBMITTED.append(job_id)
+    return job_id
 
 
 def tasks_of(job_id: str) -> list[str]:
@@ -119,7 +128,7 @@ def test_scancel_of_one_task_mid_trial_is_retried_and_the_study_completes(slurm,
     job_id = submit(tmp_path, postgres_url, name, slow_definition(tmp_path), "--workers", "4", "--trials", "6")
     storage = postgres_url
     deadline = time.monotonic() + 300
-    study, victim, starting = None, None, set()
+    study, victim, seen = None, None, None
     while victim is None:
         assert time.monotonic() < deadline, "no trial ever started\n" + job_logs(tmp_path, job_id)[-3000:]
         try:
@@ -127,14 +136,16 @@ def test_scancel_of_one_task_mid_trial_is_retried_and_the_study_completes(slurm,
         except KeyError:
             time.sleep(0.2)
             continue
-        running = study.get_trials(states=(TrialState.RUNNING,))
-        # A trial seen without its "identity" one poll ago has just finished its pre-training
-        # figures and is surely still mid-training when scancel lands (its training takes
-        # seconds); whichever task runs it is the victim (tasks start up at uneven speeds).
-        victim = next((t for t in running if "identity" in t.user_attrs and t.number in starting), None)
-        starting = {t.number for t in running if "identity" not in t.user_attrs}
+        training = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "identity" in t.user_attrs]
+        # A trial that began training since the last look (its "identity" is set once its
+        # pre-training figures are known, when training starts) is surely still mid-training
+        # when scancel lands: it trains for seconds. Whichever task runs it is the victim
+        # (tasks start up at uneven speeds).
+        if seen is not None:
+            victim = next((t for t in training if t.number not in seen), None)
+        seen = {t.number for t in training}
         if victim is None:
-            time.sleep(0.1)
+            time.sleep(0.2)
     task = victim.user_attrs["identity"]["worker"].split(":")[-1]
     subprocess.run(["scancel", f"{job_id}_{task}"], check=True)
     wait_until_done(job_id, 600)
