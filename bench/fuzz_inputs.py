@@ -206,6 +206,7 @@ def check(reader: str, files: dict[str, bytes], baseline_peak: int, time_limit_s
         signal.signal(signal.SIGALRM, _alarm)
         signal.alarm(time_limit_s)
         tracemalloc.start()
+        started = time.perf_counter()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -220,6 +221,10 @@ def check(reader: str, files: dict[str, bytes], baseline_peak: int, time_limit_s
             signal.alarm(0)
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
+    elapsed = time.perf_counter() - started
+    if outcome in ("read", "refused") and elapsed > time_limit_s:
+        # The alarm's exception can land in a finalizer, where Python prints and drops it.
+        outcome, detail = "hang", f"{elapsed:.1f} s"
     if outcome in ("read", "refused") and peak > MEMORY_FACTOR * baseline_peak:
         outcome, detail = "memory", f"peak {peak / 1e6:.1f} MB, the unmutated input {baseline_peak / 1e6:.1f} MB"
     return outcome, detail

@@ -9,7 +9,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from ecg_files import copy_record
+from ecg_files import copy_record, real_signal, write_cinc
 
 from ecgnet.data.cinc import read_cinc_record
 from ecgnet.data.record import RecordError
@@ -105,3 +105,35 @@ def test_a_damaged_model_pt_is_an_input_error(tmp_path: Path, damage: str) -> No
     weights.write_bytes(bytes(data))
     with pytest.raises(InputError, match=r"model\.pt: not a readable PyTorch weights file"):
         load_model(model_dir)
+
+
+@pytest.mark.parametrize("gain", ["+", "16+24", "1000(+-3)/mV"])
+def test_a_gain_field_the_pattern_lets_through_is_a_bad_gain_field(tmp_path: Path, gain: str) -> None:
+    """Found by fuzzing: float('+') and float('16+24') escaped as ValueError."""
+    header = write_cinc(tmp_path, "A0001", real_signal(), gain=gain)
+    with pytest.raises(RecordError, match="bad gain field"):
+        read_cinc_record(header)
+
+
+def test_a_header_padded_with_record_lines_is_refused_before_wfdb_reads_it(tmp_path: Path) -> None:
+    """Found by fuzzing: 10,000 lines after the comments kept wfdb's header parser busy for seconds."""
+    header = write_cinc(tmp_path, "A0001", real_signal())
+    header.write_text(header.read_text() + "A0001 12 500 5000\n" * 10_000)
+    with pytest.raises(RecordError, match="10000 line\\(s\\) after its 12 signal lines are not comments"):
+        read_cinc_record(header)
+
+
+def test_sph_rows_whose_files_are_missing_are_rejected_at_discovery(tmp_path: Path) -> None:
+    """Found by fuzzing: 10,000 rows naming missing files were each chunked, written and read in vain."""
+    from ecg_files import sph_pair
+
+    from ecgnet.data.cache import prepare_cache
+
+    folder = tmp_path / "sph"
+    sph_pair(folder)
+    metadata = folder / "metadata.csv"
+    metadata.write_text(metadata.read_text() + "".join(f"B{i:05d},1,P9,50,M,5000,2020-01-01\n" for i in range(2000)))
+    report = prepare_cache([folder], tmp_path / "c.h5", workers=1)
+    assert report.records == 3 and len(report.rejected) == 2000
+    assert {reason for _, reason in report.rejected} == {"signal file is missing"}
+    assert not (tmp_path / "c.h5.parts").exists()

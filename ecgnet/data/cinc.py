@@ -82,6 +82,11 @@ def parse_header(path: Path) -> WfdbHeader:
     signal_lines = body[1 : 1 + leads]
     if len(signal_lines) != leads:
         raise RecordError(path, f"header declares {leads} leads but has {len(signal_lines)} signal lines")
+    if len(body) > 1 + leads:
+        # In WFDB only comments follow the signal lines; wfdb's parser spends seconds on a
+        # header padded with thousands of lines (found by fuzzing).
+        raise RecordError(path, f"unreadable header: {len(body) - 1 - leads} line(s) after its {leads} signal "
+                                "lines are not comments")  # fmt: skip
     gains, baselines, scales, lead_names = [], [], [], []
     for line in signal_lines:
         parts = line.split()
@@ -110,11 +115,14 @@ def _parse_gain(path: Path, field: str) -> tuple[float, int | None, float]:
     match = _GAIN.match(field)
     if match is None:
         raise RecordError(path, f"unreadable header: bad gain field {field!r}")
-    gain = float(match["gain"]) or _DEFAULT_GAIN
+    try:  # the pattern lets through "+" and "16+24" (found by fuzzing)
+        gain = float(match["gain"]) or _DEFAULT_GAIN
+        baseline = int(match["baseline"]) if match["baseline"] is not None else None
+    except ValueError:
+        raise RecordError(path, f"unreadable header: bad gain field {field!r}") from None
     units = (match["units"] or "mV").lower()
     if units not in _UNIT_SCALE_TO_MV:
         raise RecordError(path, f"unsupported signal units {match['units']!r} (expected mV or uV)")
-    baseline = int(match["baseline"]) if match["baseline"] is not None else None
     return gain, baseline, _UNIT_SCALE_TO_MV[units]
 
 

@@ -41,9 +41,12 @@ def discover_records(
         found += [RecordSource("cinc", str(p), own_source=own_source) for p in headers]
         for metadata in sorted(root.rglob("metadata.csv")) if root.is_dir() else []:
             try:
-                found += [
-                    RecordSource("sph", str(path), tuple(entry.items())) for path, entry in iter_sph_entries(metadata)
-                ]
+                for path, entry in iter_sph_entries(metadata):
+                    # A missing file is reported here, not read in vain: a table may name thousands.
+                    if path.is_file():
+                        found.append(RecordSource("sph", str(path), tuple(entry.items())))
+                    else:
+                        problems.append(RecordError(path, "signal file is missing"))
             except RecordError as exc:
                 problems.append(exc)
     return found, problems
