@@ -286,11 +286,13 @@ def dashboard_page(where: list[str], study_id: int, env: dict[str, str]) -> tupl
     """Seconds of the dashboard's study-page API call (all trials), first and second time."""
     import urllib.request
 
+    from ecgsearch.dashboard_server import TOKEN_ENV
+
     port = 18000 + os.getpid() % 1000
     token = secrets.token_urlsafe(32)
     server = subprocess.Popen([sys.executable, "-m", "ecgsearch.cli", "dashboard", "--port", str(port), *where],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**env, "ECGSEARCH_DASHBOARD_TOKEN": token})  # fmt: skip
+                              env={**env, TOKEN_ENV: token})  # fmt: skip
     try:
         for _ in range(600):
             with contextlib.suppress(OSError):

@@ -16,63 +16,13 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import ECGSEARCH, TINY, environment, run, unique_name, worker_command
 
-from ecgnet.thesis import thesis_experiments
-from ecgsearch.definition import DefinitionError, load_definition, shipped_definitions
-from ecgsearch.storage import redact, resolve_storage_url
+from ecgsearch.definition import load_definition
 from ecgsearch.study import SearchContext, StudyMismatchError, open_study
 from ecgsearch.workspace import Workspace
 
 
 def sqlite_study(workspace: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{workspace / 'study.db'}")
-
-
-def test_shipped_definitions_load_and_express_every_thesis_config() -> None:
-    assert shipped_definitions() == ["demo", "demo-edge", "demo-long", "thesis"]
-    for name in shipped_definitions():
-        definition = load_definition(name)
-        assert [o.metric for o in definition.objectives][:2] == ["val_micro_auroc", "size_mb"]
-        assert definition.fixed_trials == tuple(thesis_experiments())
-        for experiment in thesis_experiments().values():
-            params = definition.space.params_of(experiment.config)
-            assert definition.space.arch_of(params).canonical() == experiment.config.canonical()
-    assert load_definition("thesis").training.epochs == 30 and load_definition("thesis").training.batch_size == 256
-
-
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (("val_micro_auroc", "val_accuracy"), "objectives[0].metric: 'val_accuracy' is not one of"),
-        (('name = "tpe"', 'name = "cmaes"'), "sampler.name: 'cmaes' is not one of"),
-        (("epochs = 1", "epoch = 1"), "training.epoch: unknown key; allowed keys: epochs,"),
-        (('fixed_trials = ["E18", "E16"]', 'fixed_trials = ["E18", "E1"]'), "not among the space's choices"),
-        (("dropout = [0.2]", ""), "space.dropout: missing"),
-    ],
-)
-def test_a_bad_definition_names_the_file_and_the_problem(tmp_path: Path, edit, message: str) -> None:
-    bad = tmp_path / "bad.toml"
-    bad.write_text(TINY.read_text().replace(*edit))
-    with pytest.raises(DefinitionError) as excinfo:
-        load_definition(bad)
-    assert str(bad) in str(excinfo.value) and message in str(excinfo.value)
-
-
-def test_fingerprint_follows_content_not_layout(tmp_path: Path) -> None:
-    same = tmp_path / "same.toml"
-    same.write_text("# a comment\n" + TINY.read_text().replace('description = "test profile"', 'description = "x"'))
-    other = tmp_path / "other.toml"
-    other.write_text(TINY.read_text().replace("epochs = 1", "epochs = 2"))
-    assert load_definition(same).fingerprint() == load_definition(TINY).fingerprint()
-    assert load_definition(other).fingerprint() != load_definition(TINY).fingerprint()
-
-
-def test_storage_url_precedence_and_redaction(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
-    assert resolve_storage_url(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'study.db'}"
-    monkeypatch.setenv("ECGSEARCH_STORAGE", "postgresql+psycopg2://u:s3cret@db/x")
-    assert resolve_storage_url(None, tmp_path) == "postgresql+psycopg2://u:s3cret@db/x"
-    assert resolve_storage_url("sqlite:///a.db", tmp_path) == "sqlite:///a.db"
-    assert "s3cret" not in redact("postgresql+psycopg2://u:s3cret@db/x")
 
 
 @pytest.fixture(scope="module")
