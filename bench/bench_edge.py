@@ -36,7 +36,7 @@ from ecgnet.model import METADATA_INPUTS
 from ecgnet.runner import load_data
 from ecgsearch.result_commands import definition_of, load_existing_study
 from ecgsearch.results import export_trial
-from ecgsearch.study import THESIS_ATTR
+from ecgsearch.trial_record import THESIS_ATTR
 
 GOAL_CONFIGS = ("E1", "E12", "E17", "E18")
 SAMPLES = 4096

@@ -15,6 +15,16 @@ from ecgsearch.signals import install_time_warning_handler
 
 install_time_warning_handler()
 
+
+def _flags_without_type(option: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+    """typer 0.29 shows a flag's type in --help (``--thesis <bool>``), as if it took a value."""
+    return None if option.is_flag else _option_type(option, ctx)
+
+
+_option_type = getattr(typer.core.TyperOption, "display_type_rich", None)
+if _option_type is not None:  # older typer prints no type for flags anyway
+    typer.core.TyperOption.display_type_rich = _flags_without_type
+
 app = typer.Typer(
     help="Multi-objective architecture search for 12-lead ECG classifiers.",
     no_args_is_help=True,

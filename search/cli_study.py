@@ -70,7 +70,7 @@ def _options(workspace: Path, storage: str | None, study_def: str, study_name: s
 
 def parse_limits(given: list[str] | None, max_mb: float | None, *, flag: str = "--max") -> dict[str, float]:
     """``--max METRIC=VALUE`` flags (and ``--max-mb``) as metric to largest value; a bad one is a usage error."""
-    from ecgsearch.pretraining_figures import LIMIT_METRICS
+    from ecgsearch.metric_table import LIMIT_METRICS
 
     limits: dict[str, float] = {}
     for text in given or []:

@@ -25,13 +25,9 @@ from ecgnet.runner import RunOutcome, reseeded, train_and_evaluate
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
 from ecgsearch.objective import TrialObjective, result_record, trained_figures
-from ecgsearch.seeds import (
-    CONFIRMS_ATTR,
-    SEED_ATTR,
-    network_trial,
-)
 from ecgsearch.storage import database_lock, lock_target
-from ecgsearch.study import THESIS_ATTR, WORKER_ID
+from ecgsearch.study import WORKER_ID
+from ecgsearch.trial_record import CONFIRMS_ATTR, SEED_ATTR, THESIS_ATTR, network_trial
 
 __all__ = ["ConfirmObjective", "confirm_jobs", "enqueue_jobs"]
 

@@ -15,13 +15,15 @@ from rich.table import Table
 
 from ecgsearch.confirm import confirm_jobs, enqueue_jobs
 from ecgsearch.errors import UserError
+from ecgsearch.metric_table import INT8_PREFIX
 from ecgsearch.optuna_internals import trial_by_number
 from ecgsearch.result_commands import definition_of, load_existing_study, print_table
 from ecgsearch.results import feasible_trained, front_trials, seed_summary, seed_table, study_rows
 from ecgsearch.run_commands import LiveDisplay, RepeatedFailure
-from ecgsearch.seeds import CONFIRM_OF_ATTR, confirm_study_name, is_confirm_study, network_trial, study_training_seed
+from ecgsearch.seeds import CONFIRM_OF_ATTR, confirm_study_name, is_confirm_study, study_training_seed
 from ecgsearch.storage import StorageSettings
-from ecgsearch.study import THESIS_ATTR, SearchContext, open_study
+from ecgsearch.study import SearchContext, open_study
+from ecgsearch.trial_record import THESIS_ATTR, network_trial
 from ecgsearch.worker import run_worker
 from ecgsearch.workspace import Workspace
 
@@ -127,7 +129,7 @@ def spread_table(study: optuna.Study, chosen: list[int]) -> Table:
     """
     runs = seed_table(study)
     by_number = {t.number: t for t in study_rows(study)}
-    int8 = [m.removeprefix("val_") for m in study.metric_names or [] if m.startswith("val_int8_")]
+    int8 = [m.removeprefix("val_") for m in study.metric_names or [] if m.startswith(INT8_PREFIX)]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"Seed spread in {study.study_name}")
     for header in ("trial", "thesis", "seeds", "val µAUROC mean ± sd", "val µAUPRC mean ± sd",
                    *(f"val {m} mean ± sd" for m in int8)):  # fmt: skip

@@ -25,8 +25,9 @@ from ecgnet.data_spec import DataSpec
 from ecgnet.errors import InputError
 from ecgnet.thesis import thesis_experiments
 from ecgnet.train_config import TrainConfig
-from ecgsearch.definition_schema import METRICS, SAMPLER_SETTINGS, DefinitionModel, describe
+from ecgsearch.definition_schema import SAMPLER_SETTINGS, DefinitionModel, describe
 from ecgsearch.early_stopping import EarlyStopping
+from ecgsearch.metric_table import METRICS
 from ecgsearch.space import SearchSpace
 
 __all__ = [

@@ -27,12 +27,11 @@ from pydantic import (
 from ecgnet.arch import MAX_BLOCKS_PER_STAGE, MIN_BLOCKS_PER_STAGE, ArchConfig, ArchConfigError
 from ecgnet.data.labels import DEFAULT_CLASS_SET
 from ecgnet.data.sources import check_test_name
-from ecgnet.metric_names import HEADLINE_METRICS, INT8_METRICS
 from ecgnet.thesis import thesis_experiments
 from ecgnet.train_config import TrainConfig
+from ecgsearch.metric_table import METRICS
 
 __all__ = [
-    "METRICS",
     "SAMPLER_SETTINGS",
     "DataModel",
     "DefinitionModel",
@@ -46,20 +45,6 @@ __all__ = [
     "parse_stem",
 ]
 
-# Figures a trial can optimise: validation metrics of training, those of the trained network
-# quantized to int8 (val_int8_*, measured after training), and figures known before training
-# (size, params, MACs, CPU latency, int8 size: search/pretraining_figures.py).
-METRICS = (
-    {f"val_{name}": "maximize" for name in HEADLINE_METRICS}
-    | {f"val_int8_{name}": "maximize" for name in INT8_METRICS}
-    | {
-        "size_mb": "minimize",
-        "params": "minimize",
-        "macs": "minimize",
-        "latency_ms": "minimize",
-        "int8_size_mb": "minimize",
-    }
-)
 # The settings besides ``name`` that study.create_sampler hands to each sampler's constructor.
 SAMPLER_SETTINGS: dict[str, tuple[str, ...]] = {
     "tpe": ("n_startup_trials",),

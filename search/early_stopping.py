@@ -19,16 +19,12 @@ import dataclasses
 import math
 
 __all__ = [
-    "RUNG_ATTR_PREFIX",
     "EarlyStopping",
     "RungDecision",
     "crowding_distances",
     "nondominated_fronts",
     "rung_decision",
 ]
-
-# A trial's objectives at a rung epoch: its user attribute "rung_<epoch>".
-RUNG_ATTR_PREFIX = "rung_"
 
 
 @dataclasses.dataclass(frozen=True)

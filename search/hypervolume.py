@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from ecgsearch.metric_table import METRIC_TABLE, hypervolume_reference, is_log_scale
 from ecgsearch.optuna_internals import hypervolume_of_losses
 
 __all__ = [
-    "REFERENCES",
     "REFERENCE_AUROC",
     "REFERENCE_MB",
     "hypervolume",
@@ -20,12 +20,9 @@ __all__ = [
     "running_hypervolumes",
 ]
 
-REFERENCE_AUROC = 0.5
-REFERENCE_MB = 64.0
-# The worst value each objective may take and still count: chance for AUROC, none for the other
-# validation metrics; E10 (51 MB, 13.5 M params, 2.9 GMACs) fits inside the size references.
-REFERENCES = {"size_mb": REFERENCE_MB, "int8_size_mb": REFERENCE_MB, "params": 2.0**24, "macs": 1e10,
-              "latency_ms": 1000.0}  # fmt: skip
+# The report's headline hypervolume is on (val micro AUROC, MB), to these references.
+REFERENCE_AUROC = METRIC_TABLE["val_micro_auroc"].reference
+REFERENCE_MB = METRIC_TABLE["size_mb"].reference
 
 
 def hypervolume(points: list[tuple[float, float]]) -> float:
@@ -46,21 +43,15 @@ def _sweep(points: list[tuple[float, float]], reference: tuple[float, float]) ->
     return area
 
 
-def _reference(metric: str) -> float:
-    if metric in REFERENCES:
-        return REFERENCES[metric]
-    return REFERENCE_AUROC if metric.endswith("auroc") else 0.0
-
-
 def _loss(metric: str, direction: str, value: float) -> float:
-    if metric in REFERENCES:  # a size, a count or a time: compared on a log scale
+    if is_log_scale(metric):
         value = math.log10(max(value, 1e-12))
     return -value if direction == "maximize" else value
 
 
 def objective_hypervolume(points: list[tuple[float, ...]], metric_names: list[str], directions: list[str]) -> float:
     """Hypervolume of points in the study's objectives (any number), to the fixed references."""
-    reference = tuple(_loss(m, d, _reference(m)) for m, d in zip(metric_names, directions, strict=True))
+    reference = tuple(_loss(m, d, hypervolume_reference(m)) for m, d in zip(metric_names, directions, strict=True))
     losses = [tuple(_loss(m, d, v) for m, d, v in zip(metric_names, directions, point, strict=True))
               for point in points]  # fmt: skip
     return hypervolume_of_losses(losses, reference)

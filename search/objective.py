@@ -23,15 +23,17 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ecgnet.metric_names import HEADLINE_METRICS, INT8_METRICS
+from ecgnet.metric_names import HEADLINE_METRICS
 from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, train_and_evaluate
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
 from ecgsearch.connection_guard import LockLost
-from ecgsearch.early_stopping import RUNG_ATTR_PREFIX, rung_decision
+from ecgsearch.early_stopping import rung_decision
+from ecgsearch.metric_table import INT8_PREFIX, UNTRAINED
 from ecgsearch.optuna_internals import trials_just_read
 from ecgsearch.pretraining_figures import LatencyCalibration, pretraining_figures
-from ecgsearch.study import THESIS_ATTR, WORKER_ID, SearchContext
+from ecgsearch.study import WORKER_ID, SearchContext
+from ecgsearch.trial_record import REUSED_BY_REPEAT, RUNG_ATTR_PREFIX, THESIS_ATTR
 
 __all__ = [
     "LOCK_LOST_REASON",
@@ -45,10 +47,6 @@ __all__ = [
 ]
 
 EventCallback = Callable[[dict[str, Any]], None]
-# What an untrained (infeasible) trial reports: chance level, ignored by the samplers.
-UNTRAINED = {f"val_{name}": 0.5 if name.endswith("auroc") else 0.0
-             for name in HEADLINE_METRICS + tuple(f"int8_{m}" for m in INT8_METRICS)}  # fmt: skip
-INT8_PREFIX = "val_int8_"
 DUPLICATE_POLL_SECONDS = 2.0
 # A trial failed because the study's lock went with its connection while its network was chosen.
 LOCK_LOST_REASON = "the study's lock was lost during the ask; queued again"
@@ -201,7 +199,7 @@ class TrialObjective:
             raise optuna.TrialPruned(reason)
         if repeated is not None:
             for name, value in repeated.user_attrs.items():
-                if name in ("val_micro_auroc", "test_micro_auroc", "result", "artifacts", "history"):
+                if name in REUSED_BY_REPEAT:
                     trial.set_user_attr(name, value)
             trial.set_user_attr("repeats_trial", repeated.number)
             trial.set_user_attr("trained", False)

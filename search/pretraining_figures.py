@@ -29,14 +29,11 @@ from ecgnet.thesis import thesis_config
 
 __all__ = [
     "LATENCY_REFERENCE_ATTR",
-    "LIMIT_METRICS",
     "LatencyCalibration",
     "calibrate_latency",
     "pretraining_figures",
 ]
 
-# Metrics a limit (``--max METRIC=VALUE``) may name: known before training.
-LIMIT_METRICS = ("size_mb", "params", "macs", "latency_ms", "int8_size_mb")
 LATENCY_REFERENCE_ATTR = "latency_reference"
 REFERENCE_NETWORK = "E1"
 

@@ -17,18 +17,16 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 
 from ecgnet.thesis import thesis_experiments
-from ecgsearch.early_stopping import RUNG_ATTR_PREFIX
 from ecgsearch.hypervolume import (
     REFERENCE_AUROC,
     REFERENCE_MB,
-    REFERENCES,
     hypervolume,
     objective_hypervolume,
     running_hypervolumes,
 )
+from ecgsearch.metric_table import INT8_PREFIX, hypervolume_reference, is_log_scale
 from ecgsearch.optuna_internals import trial_summaries
 from ecgsearch.results import (
-    ROW_ATTRS,
     feasible_trained,
     pareto_rows,
     repeats_line,
@@ -40,16 +38,9 @@ from ecgsearch.results import (
 )
 from ecgsearch.seeds import SeedSummary, dominates, robustly_dominates
 from ecgsearch.training_cost import hypervolume_by_epochs, training_cost
+from ecgsearch.trial_record import REPORT_ATTRS, RUNG_ATTR_PREFIX
 
 __all__ = ["hypervolume_history", "report_data", "write_report"]
-
-
-# What the report reads of every trial: a row's attributes, the epochs it trained and where it stopped.
-REPORT_ATTRS = (*ROW_ATTRS, "history", "stopped")
-
-
-def _feasible_trained(study: optuna.Study, trials: list[FrozenTrial] | None) -> list[FrozenTrial]:
-    return [t for t in feasible_trained(study, trials) if t.user_attrs.get("val_micro_auroc") is not None]
 
 
 def hypervolume_history(
@@ -61,7 +52,7 @@ def hypervolume_history(
     int8 objectives it is the N-objective one the report's headline gives. ``trials``: the study's,
     already read.
     """
-    trials = sorted(_feasible_trained(study, trials), key=lambda t: t.number)
+    trials = sorted(feasible_trained(study, trials), key=lambda t: t.number)
     if study.metric_names:
         directions = [d.name.lower() for d in study.directions]
         curve = running_hypervolumes([tuple(t.values) for t in trials], directions,
@@ -97,7 +88,7 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
     space, classes = study_space(study), study_classes(study)
     # No MACs: the report shows none (an older study's trials did not record them).
     rows = [trial_row(t, space, classes, metric_names=metric_names, seeds=seeds, macs=False)
-            for t in _feasible_trained(study, trials)]  # fmt: skip
+            for t in feasible_trained(study, trials)]  # fmt: skip
     front = pareto_rows(study, seeds, macs=False)
     searched = [r for r in rows if r["thesis"] is None]
     figures = {r["trial"]: _objective_figures(r, metric_names) for r in rows}
@@ -172,7 +163,7 @@ def _scatter(data: dict[str, Any]) -> go.Figure:
     if stopped:
         figure.add_trace(go.Scatter(x=[p["objectives"][x] for p in stopped], y=[p["objectives"][y] for p in stopped],
                                     mode="markers", name="stopped early (figures at its rung"
-                                    + ("; fp32 standing in for int8" if y.startswith("val_int8_") else "") + ")",
+                                    + ("; fp32 standing in for int8" if y.startswith(INT8_PREFIX) else "") + ")",
                                     marker={"color": "gainsboro", "symbol": "circle-open", "size": 7},
                                     text=[f"trial {p['trial']}, stopped at epoch {p['rung']}"
                                           for p in stopped]))  # fmt: skip
@@ -190,14 +181,14 @@ def _scatter(data: dict[str, Any]) -> go.Figure:
             mode="markers", name="mean ± sd over seeds", marker={"symbol": "cross", "size": 8},
             text=[f"trial {r['trial']}, {r['seeds']['count']} seeds" for r in confirmed],
         ))  # fmt: skip
-    log_x = x in ("size_mb", "params", "macs")
+    log_x = is_log_scale(x)
     figure.update_layout(title=f"{y} vs {x} (study objectives)", xaxis_title=x + (" (log scale)" if log_x else ""),
-                         yaxis_title=y, xaxis_type="log" if log_x else "linear")  # fmt: skip
+                         yaxis_title=y, xaxis_type="log" if log_x else "linear", height=640)  # fmt: skip
     return figure
 
 
 def _references(names: list[str]) -> str:
-    return ", ".join(f"{n} {REFERENCES.get(n, REFERENCE_AUROC if n.endswith('auroc') else 0.0):g}" for n in names)
+    return ", ".join(f"{n} {hypervolume_reference(n):g}" for n in names)
 
 
 def _projections(data: dict[str, Any]) -> list[go.Figure]:
@@ -216,10 +207,32 @@ def _projections(data: dict[str, Any]) -> list[go.Figure]:
                                         mode="markers", name=label, marker=marker,
                                         text=[r["thesis"] or f"trial {r['trial']}" for r in subset]))  # fmt: skip
         figure.update_layout(title=f"{y} vs {x}", xaxis_title=x, yaxis_title=y,
-                             xaxis_type="log" if x in REFERENCES else "linear",
-                             yaxis_type="log" if y in REFERENCES else "linear", height=420)  # fmt: skip
+                             xaxis_type="log" if is_log_scale(x) else "linear",
+                             yaxis_type="log" if is_log_scale(y) else "linear", height=420)  # fmt: skip
         figures.append(figure)
     return figures
+
+
+def _objective_hypervolume_bullet(names: list[str], volumes: dict[str, float]) -> str:
+    """The hypervolume in the study's own objectives; none on (val micro AUROC, MB) studies,
+    where it is the (AUROC, log10 MB) figure the report already gives."""
+    if names == ["val_micro_auroc", "size_mb"]:
+        return ""
+    return f"""<li>Hypervolume in the study's {len(names)} objectives ({html.escape(", ".join(names))}; validation
+metrics as they are, sizes and times on a log10 scale, to fixed references: {html.escape(_references(names))}):
+searched trials <b id="hv-objectives-searched">{volumes["searched"]:.4f}</b>, thesis configurations
+<b id="hv-objectives-thesis">{volumes["thesis"]:.4f}</b>, all {volumes["all"]:.4f}.</li>"""
+
+
+def _dominance_cell(trials: list[int], rows: dict[int, dict[str, Any]], data: dict[str, Any]) -> str:
+    """How many searched trials dominate a thesis configuration, and the best of them by the
+    study's first objective (a list would run to pages on a long study)."""
+    if not trials:
+        return "-"
+    name, direction = data["metric_names"][0], data["directions"][0]
+    sign = 1 if direction == "maximize" else -1
+    best = max(trials, key=lambda t: (sign * rows[t]["objectives"][name], -t))
+    return f"{len(trials)} (best: {best})"
 
 
 def write_report(study: optuna.Study, out: Path | str) -> Path:
@@ -230,15 +243,20 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
     hv = go.Figure(go.Scatter(x=[n for n, _ in history], y=[v for _, v in history], mode="lines+markers"))
     hv.update_layout(title=f"Hypervolume in the study's objectives ({', '.join(data['metric_names'])}) by trial, "
                      f"to {_references(data['metric_names'])}", xaxis_title="trial number",
-                     yaxis_title="hypervolume")  # fmt: skip
+                     yaxis_title="hypervolume", height=420)  # fmt: skip
     by_epochs = data["hypervolume_by_epochs"]
     cost_plot = go.Figure(go.Scatter(x=[e for e, _ in by_epochs], y=[v for _, v in by_epochs], mode="lines+markers"))
     cost_plot.update_layout(title="Hypervolume on (val micro AUROC, log10 MB) against cumulative training epochs "
                             "(the cost of the search)",
                             xaxis_title="training epochs spent (all trials, in order of finishing)",
-                            yaxis_title="hypervolume")  # fmt: skip
+                            yaxis_title="hypervolume", height=420)  # fmt: skip
     cost = data["cost"]
     names = data["metric_names"]
+    # With no trial stopped early, epochs are trials times a constant: the curve by trial again.
+    same_curve = cost.stopped == 0 and names == ["val_micro_auroc", "size_mb"]
+    cost_figure = (f"<p>No trial was stopped early: hypervolume against epochs is the curve by trial above, "
+                   f"{cost.epochs} epochs in all.</p>" if same_curve
+                   else cost_plot.to_html(full_html=False, include_plotlyjs=False))  # fmt: skip
     front_table = ["<tr><th>trial</th><th>thesis</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in names)
                    + "<th>val µAUROC (mean ± sd, seeds)</th><th>val µAUPRC (mean ± sd, seeds)</th></tr>"]  # fmt: skip
     for r in front:
@@ -249,7 +267,9 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
     table = ["<tr><th>exp</th><th>MB here</th><th>MB thesis</th><th>val µAUROC here</th><th>test µAUROC here</th>"
              "<th>µAUROC thesis</th><th>val µAUPRC here</th><th>µAUPRC thesis (its \"Micro Precision\")</th>"
              "<th>val MAUPRC here</th><th>MAUPRC thesis (its \"Macro Precision\")</th>"
-             "<th>dominated by searched trials</th><th>robustly dominated by</th></tr>"]  # fmt: skip
+             f"<th>dominated by searched trials: count (best by {html.escape(names[0])})</th>"
+             "<th>robustly dominated by: count (best)</th></tr>"]  # fmt: skip
+    by_trial = {r["trial"]: r for r in rows}
     for name, entry in data["thesis"].items():
         m, ref = entry["measured"], entry["reference"]
         cells = [name, f"{m['size_mb']:.3f}" if m else "-", f"{ref.model_size_mb:.2f}",
@@ -257,11 +277,12 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
                  f"{m['test_micro_auroc']:.4f}" if m and m["test_micro_auroc"] is not None else "-",
                  f"{ref.micro_auroc:.2f}", spread_text(m, "val_micro_auprc", count=True), f"{ref.micro_auprc:.2f}",
                  spread_text(m, "val_macro_auprc", count=True), f"{ref.macro_auprc:.2f}",
-                 ", ".join(map(str, entry["dominated_by"])) or "-",
-                 ", ".join(map(str, entry["robustly_dominated_by"])) or "-"]  # fmt: skip
+                 _dominance_cell(entry["dominated_by"], by_trial, data),
+                 _dominance_cell(entry["robustly_dominated_by"], by_trial, data)]  # fmt: skip
         table.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     counts, volumes, objective_volumes = data["dominance"], data["hypervolume"], data["objective_hypervolume"]
     title = html.escape(study.study_name)
+    objective_bullet = _objective_hypervolume_bullet(names, objective_volumes)
     style = "body{font-family:sans-serif;max-width:1100px;margin:auto} td,th{padding:2px 8px;text-align:right}"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ecgsearch report: {title}</title>
 <style>{style}</style></head>
@@ -279,11 +300,7 @@ seed nothing is claimed).</li>
 <li>Hypervolume on (val micro AUROC, log10 MB), reference AUROC {REFERENCE_AUROC}, {REFERENCE_MB:g} MB:
 searched trials <b id="hv-searched">{volumes["searched"]:.4f}</b>, thesis configurations
 <b id="hv-thesis">{volumes["thesis"]:.4f}</b>, all {volumes["all"]:.4f}.</li>
-<li>Hypervolume in the study's {len(names)} objectives ({html.escape(", ".join(names))}; validation metrics
-as they are, sizes and times on a log10 scale, to fixed references: {html.escape(_references(names))}):
-searched trials <b id="hv-objectives-searched">{objective_volumes["searched"]:.4f}</b>, thesis
-configurations <b id="hv-objectives-thesis">{objective_volumes["thesis"]:.4f}</b>, all
-{objective_volumes["all"]:.4f}.</li>
+{objective_bullet}
 </ul>
 {_scatter(data).to_html(full_html=False, include_plotlyjs=True)}
 {"".join(f.to_html(full_html=False, include_plotlyjs=False) for f in _projections(data)) if len(names) > 2 else ""}
@@ -295,7 +312,7 @@ configurations <b id="hv-objectives-thesis">{objective_volumes["thesis"]:.4f}</b
 stopped trial trained to the end): <b id="epochs-full">{cost.full_budget_epochs}</b>
 ({cost.ratio:.0%}). {cost.stopped} trials were stopped early; their figures at the rung are greyed in the
 plot above and never on the front.</p>
-{cost_plot.to_html(full_html=False, include_plotlyjs=False)}
+{cost_figure}
 <h2>E1-E18 here and in the thesis (Table 4.1)</h2>
 <p>Sizes are comparable with the thesis's. AUROC and AUPRC are comparable only when this study trained
 on the thesis's data with its protocol; on synthetic data (the demo) only the sizes are comparable.

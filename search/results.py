@@ -13,13 +13,12 @@ from ecgnet.data.labels import class_set
 from ecgnet.metric_names import HEADLINE_METRICS, INT8_METRICS
 from ecgsearch.optuna_internals import pareto_front, trial_by_id, trial_by_number, trial_summaries
 from ecgsearch.proposals import PROPOSAL_ATTR
-from ecgsearch.seeds import confirmation_trials, network_trial, seed_runs, study_training_seed, summarize
+from ecgsearch.seeds import confirmation_trials, seed_runs, study_training_seed, summarize
 from ecgsearch.space import SearchSpace
-from ecgsearch.study import THESIS_ATTR
 from ecgsearch.training_cost import stopped_at_rungs
+from ecgsearch.trial_record import ROW_ATTRS, THESIS_ATTR, is_trained, network_trial
 
 __all__ = [
-    "ROW_ATTRS",
     "best_trial",
     "export_trial",
     "feasible_trained",
@@ -38,10 +37,6 @@ __all__ = [
 
 # The validation figures every row shows (the study's objectives are shown besides).
 SHOWN_METRICS = ("micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc")
-# The user attributes a row (``trial_row``, seed runs, the report) reads. Reading only these skips
-# each trial's epoch history, log and artifact ids: most of what a large study holds.
-ROW_ATTRS = (THESIS_ATTR, "val_micro_auroc", "test_micro_auroc", "result", "size_mb", "identity", "latency_ms",
-             "int8_size_mb", "repeats_trial", "infeasible", "trained")  # fmt: skip
 
 
 def study_rows(study: optuna.Study) -> list[FrozenTrial]:
@@ -50,16 +45,12 @@ def study_rows(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def feasible_trained(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
-    """Complete trials inside the size budget whose values come from training (own or repeated).
+    """The ``is_trained`` trials: complete, within every limit, with values from training.
 
     From ``trials`` when given, else ``study_rows``: values and ``ROW_ATTRS`` only; read a trial
     whole (``trial_by_id``) for more.
     """
-    return [
-        t for t in (study_rows(study) if trials is None else trials)
-        if t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
-        and "infeasible" not in t.user_attrs
-    ]  # fmt: skip
+    return [t for t in (study_rows(study) if trials is None else trials) if is_trained(t)]
 
 
 def trial_row(
@@ -238,7 +229,7 @@ def best_trial(study: optuna.Study, limits: dict[str, float] | None = None) -> F
     def value(trial: FrozenTrial) -> float | None:
         return trial.values[index] if index is not None else trial.user_attrs.get(metric)
 
-    candidates = [t for t in feasible_trained(study) if t.user_attrs.get("val_micro_auroc") is not None]
+    candidates = feasible_trained(study)
     for name, limit in limits.items():
         if candidates and all(t.user_attrs.get(name) is None for t in candidates):
             raise LookupError(f"study {study.study_name!r} did not measure {name} for its trials, so a limit "

@@ -19,11 +19,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["RetryFailedTrial", "retried_trials"]
+from ecgsearch.trial_record import INHERITED_BY_RETRY
 
-# The user attributes a retry inherits: the E-name of a fixed thesis trial (study.THESIS_ATTR),
-# and the network and seed a confirmation run trains (seeds.CONFIRMS_ATTR, seeds.SEED_ATTR).
-INHERITED_USER_ATTRS = ("thesis_experiment", "confirms_trial", "seed")
+__all__ = ["RetryFailedTrial", "retried_trials"]
 
 
 class RetryFailedTrial:
@@ -39,7 +37,7 @@ class RetryFailedTrial:
             return
         system_attrs: dict[str, Any] = {"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
                                         "retry_history": history, "retry_count": count}  # fmt: skip
-        user_attrs = {k: v for k, v in trial.user_attrs.items() if k in INHERITED_USER_ATTRS}
+        user_attrs = {k: v for k, v in trial.user_attrs.items() if k in INHERITED_BY_RETRY}
         study.add_trial(
             optuna.create_trial(
                 state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,

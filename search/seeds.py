@@ -23,25 +23,21 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ecgsearch.optuna_internals import sibling_study
+from ecgsearch.trial_record import CONFIRMS_ATTR, SEED_ATTR
 
 __all__ = [
-    "CONFIRMS_ATTR",
     "CONFIRM_OF_ATTR",
-    "SEED_ATTR",
     "SeedSummary",
     "confirm_study_name",
     "confirmation_trials",
     "dominates",
     "is_confirm_study",
-    "network_trial",
     "robustly_dominates",
     "seed_runs",
     "study_training_seed",
     "summarize",
 ]
 
-CONFIRMS_ATTR = "confirms_trial"
-SEED_ATTR = "seed"
 # The companion study of ``ecgsearch confirm`` (see ``ecgsearch.confirm``): NAME.confirm.
 CONFIRM_SUFFIX = ".confirm"
 # A study user attribute of the confirm study: the name of the study it confirms.
@@ -88,11 +84,6 @@ class SeedSummary:
 
 def summarize(values: list[float]) -> SeedSummary:
     return SeedSummary(len(values), statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
-
-
-def network_trial(trial: FrozenTrial) -> int:
-    """The trial that trained this trial's network (a repeat reuses an earlier trial's result)."""
-    return int(trial.user_attrs.get("repeats_trial", trial.number))
 
 
 def seed_runs(trials: list[FrozenTrial], confirmations: list[FrozenTrial], study_seed: int) -> dict[int, dict]:

@@ -26,6 +26,7 @@ from ecgsearch.errors import UserError
 from ecgsearch.proposals import UnseenProposalSampler
 from ecgsearch.storage import StorageSettings, database_lock, lock_target, open_storage
 from ecgsearch.study_settings import SETTINGS_ATTR, SETTINGS_LOG_ATTR, StudySettings, log_entry, settle
+from ecgsearch.trial_record import THESIS_ATTR
 from ecgsearch.workspace import Workspace, data_fingerprint
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "worker_seed",
 ]
 
-THESIS_ATTR = "thesis_experiment"
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 3
 # Which process ran a trial: host, and the Slurm array task (or the process id outside Slurm).
 WORKER_ID = f"{socket.gethostname()}:{os.environ.get('SLURM_ARRAY_TASK_ID') or 'pid' + str(os.getpid())}"

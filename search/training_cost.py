@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ecgnet.train_config import TrainConfig
 from ecgsearch.hypervolume import hypervolume, running_hypervolumes
+from ecgsearch.trial_record import is_trained
 
 __all__ = ["TrainingCost", "epochs_trained", "hypervolume_by_epochs", "stopped_at_rungs", "training_cost"]
 
@@ -97,7 +98,5 @@ def hypervolume_by_epochs(trials: list[FrozenTrial]) -> list[tuple[int, float]]:
         epochs += epochs_trained(trial)
         cumulative.append(epochs)
         attrs = trial.user_attrs
-        feasible = all(v <= 0 for v in trial.constraints.values()) and "infeasible" not in attrs
-        trained = trial.state == TrialState.COMPLETE and feasible and attrs.get("val_micro_auroc") is not None
-        points.append((attrs["val_micro_auroc"], attrs["size_mb"]) if trained else None)
+        points.append((attrs["val_micro_auroc"], attrs["size_mb"]) if is_trained(trial) else None)
     return list(zip(cumulative, running_hypervolumes(points, ("maximize", "minimize"), hypervolume), strict=True))

@@ -39,16 +39,15 @@ def _services_env_file(path: Path) -> dict[str, str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist (``--dist loadgroup``): a module's tests run in one process, so its
-    module fixtures (a finished study, a trained model) are made once; every test that submits to
-    Slurm runs in one process, so two arrays never queue for the test node's 4 fake GPUs."""
-    for item in items:
-        uses_slurm = "slurm" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("slurm" if uses_slurm else item.module.__name__))
-    # The Slurm tests first (in their own order): one after another they are the longest unit,
-    # and the other process takes every other module meanwhile (--no-loadscope-reorder keeps
-    # this order instead of sorting units by their count of tests).
-    items.sort(key=lambda item: "slurm" not in getattr(item, "fixturenames", ()))
+    """The Slurm tests first: pytest-xdist (``--dist loadfile``) runs a module's tests in one
+    process, so its module fixtures (a finished study, a trained model) are made once, and the
+    Slurm module, the longest unit, runs while the other process takes every other module
+    (``--no-loadscope-reorder`` keeps this order instead of sorting modules by test count).
+
+    Not ``--dist loadgroup``: under pytest 9.2 its groups are silently ignored (pytest-xdist
+    issue 1386) and every test went to either process, its module fixtures made in both.
+    """
+    items.sort(key=lambda item: item.module.__name__ != "test_slurm")
 
 
 @pytest.fixture(scope="session")

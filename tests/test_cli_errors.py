@@ -342,3 +342,11 @@ def test_console_script_export_rejects_a_negative_trial_number(three_trial_study
 def test_cli_train_with_an_unknown_test_split_prints_one_error_line(cli: Cli, synthetic_cache_path: Path) -> None:
     result = cli("train", "--arch", SMALL_ARCH, "--data", synthetic_cache_path, "--test", "nope", "--epochs", "1")
     assert_one_error_line(result, "unknown test split 'nope'; known: cpsc")
+
+
+def test_help_shows_flags_as_flags_and_options_with_their_value(cli: Cli) -> None:
+    shown = cli("run", "--help")
+    assert shown.returncode == 0
+    lines = {line.split()[1]: line for line in shown.stdout.splitlines() if line.startswith("│ --")}
+    assert "<bool>" not in shown.stdout and "--no-thesis" in lines["--thesis"]
+    assert "<int" in lines["--trials"] and "<str>" in lines["--study-def"]

@@ -305,6 +305,15 @@ def test_report_shows_front_thesis_configs_and_hypervolume(finished, tmp_path: P
         assert entry["robustly_dominated_by"] == []
     assert data["metric_names"] == study.metric_names == ["val_micro_auroc", "size_mb"]
     assert f'id="plain-count">{data["dominance"]["plain"]}</b>' in page and 'id="robust-count">0</b>' in page
+    # Each figure once: on (AUROC, MB) the study's objectives' hypervolume is the one given, and
+    # with no trial stopped early the curve by epochs is the curve by trial.
+    assert "hv-objectives-searched" not in page and "No trial was stopped early" in page
+    for exp, entry in data["thesis"].items():
+        if entry["measured"] and entry["dominated_by"]:
+            best = max(entry["dominated_by"], key=lambda t: (next(r for r in data["rows"] if r["trial"] == t)
+                                                             ["val_micro_auroc"], -t))  # fmt: skip
+            row = page.split(f"<td>{exp}</td>")[1].split("</tr>")[0]
+            assert f"<td>{len(entry['dominated_by'])} (best: {best})</td>" in row
 
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -402,6 +411,19 @@ def test_dashboard_in_a_headless_browser_shows_the_study_and_its_pareto_front(fi
             assert f"Trial {trial.number}\n" in body + "\n"  # listed under Best Trials
         ARTIFACTS.mkdir(exist_ok=True)
         assert browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+
+        # The report, read at a glance: the main plot fills the page's width at a readable height,
+        # and the E1-E18 table is a row per configuration (counts, not lists of trial numbers).
+        from ecgsearch.report import write_report
+
+        report = write_report(study, ARTIFACTS / "report.html")
+        browser.get(report.as_uri())
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg"))
+        scatter = browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")[0].size
+        assert scatter["height"] >= 600 and scatter["width"] >= 1000, scatter
+        rows = browser.find_elements(By.CSS_SELECTOR, "#thesis tr")
+        assert len(rows) == 19 and max(row.size["height"] for row in rows[1:]) <= 2 * rows[1].size["height"]
+        assert browser.save_screenshot(str(ARTIFACTS / "report.png"))
     finally:
         if browser is not None:
             browser.quit()

@@ -1,0 +1,75 @@
+"""The record a trial leaves in the study: its user attributes, and the one reading of each.
+
+A worker's objective (``objective.TrialObjective``, ``confirm.ConfirmObjective``) writes them;
+pareto, report, confirm, slurm status and the training-cost figures read them. The keys:
+
+=====================  ==========================================================================
+``thesis_experiment``  E1-E18: the thesis configuration a fixed trial trains (set when enqueued)
+``confirms_trial``     a confirmation run: the main study's trial whose network it trains again
+``seed``               a confirmation run: its training seed
+``identity``           ``{config_key, worker, params}``: the network, data and training it trains
+``size_mb``, ``macs``  figures known before training; ``latency_ms`` and ``int8_size_mb`` when an
+                       objective or a limit names them, ``measured`` their notes
+``infeasible``         why the network is over a limit: it was not trained
+``trained``            True when this trial trained its network (a repeat or a stopped trial: False)
+``repeats_trial``      the earlier trial whose network (and result) a repeat reuses
+``val_micro_auroc``,   the headline figures, standing alone so that a narrow read finds them
+``test_micro_auroc``
+``result``             ``{"val": {...}, "test": {...}}``: every metric of the trained network
+``history``            each epoch's training loss and validation metrics
+``artifacts``          artifact ids of model.pt and model.json
+``rung_<epoch>``       the figures an early-stopping rung compared (``early_stopping``)
+``stopped``            where and why early stopping stopped it (a PRUNED trial)
+``fail_reason``        why a FAIL trial failed
+=====================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "CONFIRMS_ATTR",
+    "INHERITED_BY_RETRY",
+    "REPORT_ATTRS",
+    "REUSED_BY_REPEAT",
+    "ROW_ATTRS",
+    "RUNG_ATTR_PREFIX",
+    "SEED_ATTR",
+    "THESIS_ATTR",
+    "is_feasible",
+    "is_trained",
+    "network_trial",
+]
+
+THESIS_ATTR = "thesis_experiment"
+CONFIRMS_ATTR = "confirms_trial"
+SEED_ATTR = "seed"
+RUNG_ATTR_PREFIX = "rung_"
+
+# What a retry of a failed trial inherits: what it was enqueued to train.
+INHERITED_BY_RETRY = (THESIS_ATTR, CONFIRMS_ATTR, SEED_ATTR)
+# What a repeat copies from the trial whose network it repeats (it trains nothing itself).
+REUSED_BY_REPEAT = ("val_micro_auroc", "test_micro_auroc", "result", "artifacts", "history")
+# What a row of pareto, confirm and the report reads of each trial. Reading only these skips each
+# trial's epoch history, log and artifact ids: most of what a large study holds.
+ROW_ATTRS = (THESIS_ATTR, "val_micro_auroc", "test_micro_auroc", "result", "size_mb", "identity", "latency_ms",
+             "int8_size_mb", "repeats_trial", "infeasible", "trained")  # fmt: skip
+# The report reads, besides, the epochs each trial trained and where it stopped.
+REPORT_ATTRS = (*ROW_ATTRS, "history", "stopped")
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Within every limit (its constraints) and so not refused before training."""
+    return all(v <= 0 for v in trial.constraints.values()) and "infeasible" not in trial.user_attrs
+
+
+def is_trained(trial: FrozenTrial) -> bool:
+    """Complete, feasible, with values from training: its own, or the run of the network it repeats."""
+    return (trial.state == TrialState.COMPLETE and is_feasible(trial)
+            and trial.user_attrs.get("val_micro_auroc") is not None)  # fmt: skip
+
+
+def network_trial(trial: FrozenTrial) -> int:
+    """The trial that trained this trial's network (a repeat reuses an earlier trial's result)."""
+    return int(trial.user_attrs.get("repeats_trial", trial.number))
