@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from ecgsearch.defaults import DEFAULT_WORKSPACE, SAMPLERS
+
 if TYPE_CHECKING:
     from ecgsearch.run_commands import StudyOptions
 
@@ -16,10 +18,8 @@ __all__ = ["confirm_command", "dashboard_command", "enqueue_command", "export_co
 
 console = Console()
 # Importing torch and optuna takes seconds: commands import what they use, so `--help` stays
-# instant. That is also why the default workspace lives here and help texts spell out
-# $ECGSEARCH_STORAGE rather than importing ecgsearch.workspace or ecgsearch.storage.
-DEFAULT_WORKSPACE = Path("ecgsearch-work")
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
+# instant. That is also why help texts spell out $ECGSEARCH_STORAGE rather than importing
+# ecgsearch.storage.
 
 Workspace = Annotated[Path, typer.Option(help="Folder for the SQLite study, artifacts and prepared data.")]
 Storage = Annotated[

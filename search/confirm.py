@@ -15,18 +15,13 @@ next ``ecgsearch confirm`` enqueues it again), never replaced by a sampled netwo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ecgnet.runner import RunOutcome, reseeded, train_and_evaluate
-from ecgnet.train import StopHook
-from ecgnet.train_config import TrainConfig
-from ecgsearch.objective import TrialObjective, result_record, trained_figures
+from ecgnet.runner import RunOutcome
+from ecgsearch.objective import TrialObjective
 from ecgsearch.storage import database_lock, lock_target
-from ecgsearch.study import WORKER_ID
 from ecgsearch.trial_record import CONFIRMS_ATTR, SEED_ATTR, THESIS_ATTR, network_trial
 
 __all__ = ["ConfirmObjective", "confirm_jobs", "enqueue_jobs"]
@@ -40,7 +35,9 @@ def confirm_jobs(trials: list[FrozenTrial], chosen: list[int], seeds: int, study
     """
     by_number = {t.number: t for t in trials}
     networks = list(dict.fromkeys(network_trial(by_number[n]) for n in chosen))
-    return [(n, study_seed + k) for n in networks for k in range(1, seeds)]
+    # Seeds a trial near the front trained in the study itself ([seeds] front) are not run again.
+    own = {n: {int(seed) for seed in (by_number[n].user_attrs.get("result") or {}).get("seeds", {})} for n in networks}
+    return [(n, study_seed + k) for n in networks for k in range(1, seeds) if study_seed + k not in own[n]]
 
 
 def enqueue_jobs(confirm: optuna.Study, main_trials: list[FrozenTrial], jobs: list[tuple[int, int]], lock_url: str
@@ -74,28 +71,13 @@ class ConfirmObjective(TrialObjective):
     def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         if CONFIRMS_ATTR not in trial.user_attrs:
             raise RuntimeError(f"trial {trial.number} of a confirm study was not enqueued by `ecgsearch confirm`")
-        definition = self.context.definition
-        seed = int(trial.user_attrs[SEED_ATTR])
-        params = definition.space.suggest(trial)
-        arch = definition.space.arch_of(params, num_classes=len(self.data.classes)).canonical()
-        figures = self._pretraining_figures(trial, arch)
-        trial.set_user_attr("identity", {"worker": WORKER_ID, "params": int(figures["params"])})
-        event = {"trial": trial.number, "thesis": trial.user_attrs.get(THESIS_ATTR), "size_mb": figures["size_mb"]}
-        self.on_event({"event": "trial_start", **event, "arch": arch.to_dict(), "seed": seed,
-                       "confirms": trial.user_attrs[CONFIRMS_ATTR]})  # fmt: skip
-        training = dataclasses.replace(definition.training, seed=seed)
-        outcome = self._train(trial, arch, training=training)
-        int8_val = self._int8_scores(outcome)
-        trial.set_user_attr("result", result_record(outcome, int8_val))
-        trial.set_user_attr("trained", True)
-        values = self._values({**figures, **trained_figures(outcome, int8_val)})
-        self.on_event({"event": "trial_end", **event, "outcome": f"seed {seed} of trial "
-                       f"{trial.user_attrs[CONFIRMS_ATTR]}", "values": values})  # fmt: skip
-        return values
+        seed, network = int(trial.user_attrs[SEED_ATTR]), trial.user_attrs[CONFIRMS_ATTR]
+        arch = self._network(trial)
+        # No config key: a confirmation is never reused as another trial's result.
+        figures, event = self._start(trial, arch, identity={}, shown={"seed": seed, "confirms": network})
+        # The full budget, and the seed's own training crops (``_train_run``).
+        outcome = self._train(trial, arch, training=dataclasses.replace(self.context.definition.training, seed=seed))
+        return self._finish(trial, outcome, self._scored(outcome), figures, event, f"seed {seed} of trial {network}")
 
-    def _train_run(
-        self, arch, training: TrainConfig, progress: Callable[[dict[str, Any]], None], should_stop: StopHook | None
-    ) -> RunOutcome:
-        # The study's data, with the training crops this seed draws (as `train --seeds` does);
-        # a confirmation always runs the full budget.
-        return train_and_evaluate(arch, reseeded(self.data, training.seed), training, progress=progress)
+    def _upload(self, trial: optuna.Trial, outcome: RunOutcome) -> None:
+        pass  # a confirmation's figures are what it is for; its model is the trial it confirms

@@ -25,8 +25,10 @@ from ecgnet.data_spec import DataSpec
 from ecgnet.errors import InputError
 from ecgnet.thesis import thesis_experiments
 from ecgnet.train_config import TrainConfig
-from ecgsearch.definition_schema import SAMPLER_SETTINGS, DefinitionModel, describe
+from ecgsearch.defaults import DEFAULT_SAMPLER
+from ecgsearch.definition_schema import DefinitionModel, describe
 from ecgsearch.early_stopping import EarlyStopping
+from ecgsearch.front_seeds import FrontSeeds
 from ecgsearch.metric_table import METRICS
 from ecgsearch.space import SearchSpace
 
@@ -39,8 +41,6 @@ __all__ = [
     "parse_definition",
     "shipped_definitions",
 ]
-
-SAMPLERS = tuple(SAMPLER_SETTINGS)
 
 
 class DefinitionError(InputError):
@@ -74,6 +74,7 @@ class StudyDefinition:
     early_stopping: EarlyStopping | None = None  # [early_stopping]; None: every trial runs its full budget
     latency_samples: int = 4096  # [latency] samples: the input length latency_ms is measured on
     latency_runs: int = 30  # [latency] runs: timed runs, median kept
+    front_seeds: FrontSeeds = dataclasses.field(default_factory=FrontSeeds)  # [seeds]: a trial near the front
 
     def fingerprint(self) -> str:
         """Hash of everything that changes what a trial computes (not of the file's layout).
@@ -150,7 +151,7 @@ def parse_definition(raw: dict[str, Any], source: str) -> StudyDefinition:
         description=model.description,
         source=source,
         objectives=tuple(Objective(o.metric, o.direction) for o in model.objectives),
-        sampler=dict(raw.get("sampler", {"name": "tpe"})),
+        sampler=dict(raw.get("sampler", {"name": DEFAULT_SAMPLER})),
         space=space,
         # Only the keys the file sets, so TrainConfig's own defaults fill the rest.
         training=TrainConfig(**model.training.model_dump(exclude_unset=True)),
@@ -172,6 +173,7 @@ def parse_definition(raw: dict[str, Any], source: str) -> StudyDefinition:
         early_stopping=_early_stopping(model),
         latency_samples=model.latency.samples,
         latency_runs=model.latency.runs,
+        front_seeds=FrontSeeds(model.seeds.front, model.seeds.margin),
     )
 
 

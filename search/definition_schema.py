@@ -29,6 +29,7 @@ from ecgnet.data.labels import DEFAULT_CLASS_SET
 from ecgnet.data.sources import check_test_name
 from ecgnet.thesis import thesis_experiments
 from ecgnet.train_config import TrainConfig
+from ecgsearch.defaults import DEFAULT_SAMPLER
 from ecgsearch.metric_table import METRICS
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "LatencyModel",
     "ObjectiveModel",
     "SamplerModel",
+    "SeedsModel",
     "SpaceModel",
     "TrainingModel",
     "describe",
@@ -47,7 +49,7 @@ __all__ = [
 
 # The settings besides ``name`` that study.create_sampler hands to each sampler's constructor.
 SAMPLER_SETTINGS: dict[str, tuple[str, ...]] = {
-    "tpe": ("n_startup_trials",),
+    "tpe": ("n_startup_trials",),  # the keys: defaults.SAMPLERS (tested)
     "nsga2": (),
     "gp": ("n_startup_trials",),
     "random": (),
@@ -174,7 +176,7 @@ class SamplerModel(BaseModel):
     """``[sampler]``: the Optuna sampler and the settings it takes (``SAMPLER_SETTINGS``)."""
 
     model_config = _CONFIG
-    name: Literal[tuple(SAMPLER_SETTINGS)] = "tpe"  # type: ignore[valid-type]
+    name: Literal[tuple(SAMPLER_SETTINGS)] = DEFAULT_SAMPLER  # type: ignore[valid-type]
     n_startup_trials: Annotated[int, Field(ge=0)] | None = None
 
     @field_validator("n_startup_trials")
@@ -268,6 +270,14 @@ class EarlyStoppingModel(BaseModel):
     protect_thesis: bool = True
 
 
+class SeedsModel(BaseModel):
+    """``[seeds]``: a trial near the front trains ``front`` seeds and reports their mean."""
+
+    model_config = _CONFIG
+    front: Annotated[int, Field(ge=1, le=10)] = 1  # 1: every trial trains once
+    margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02  # "near": this much behind, per validation objective
+
+
 def _thesis_name(name: str) -> str:
     if name not in thesis_experiments():
         raise ValueError(f"{name!r} is not a thesis experiment (E1..E18)")
@@ -291,6 +301,7 @@ class DefinitionModel(BaseModel):
     data: DataModel = Field(default_factory=DataModel)
     early_stopping: EarlyStoppingModel | None = None
     latency: LatencyModel = Field(default_factory=LatencyModel)
+    seeds: SeedsModel = Field(default_factory=SeedsModel)
 
     @model_validator(mode="after")
     def _rungs_inside_the_budget(self) -> DefinitionModel:

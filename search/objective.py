@@ -11,9 +11,11 @@ first trains), never trains in parallel.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,23 +26,26 @@ import optuna
 from optuna.trial import TrialState
 
 from ecgnet.metric_names import HEADLINE_METRICS
-from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, train_and_evaluate
+from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, reseeded, train_and_evaluate
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
 from ecgsearch.connection_guard import LockLost
 from ecgsearch.early_stopping import rung_decision
+from ecgsearch.front_seeds import near_front
 from ecgsearch.metric_table import INT8_PREFIX, UNTRAINED
 from ecgsearch.optuna_internals import trials_just_read
 from ecgsearch.pretraining_figures import LatencyCalibration, pretraining_figures
 from ecgsearch.study import WORKER_ID, SearchContext
-from ecgsearch.trial_record import REUSED_BY_REPEAT, RUNG_ATTR_PREFIX, THESIS_ATTR
+from ecgsearch.trial_record import REUSED_BY_REPEAT, RUNG_ATTR_PREFIX, THESIS_ATTR, is_trained
 
 __all__ = [
     "LOCK_LOST_REASON",
+    "TrialHooks",
     "TrialInterrupted",
     "TrialObjective",
     "config_key",
     "constraint_name",
+    "mean_record",
     "result_record",
     "rung_metric",
     "trained_figures",
@@ -85,11 +90,31 @@ def rung_metric(metric: str) -> str:
     return metric.removeprefix(INT8_PREFIX) if metric.startswith(INT8_PREFIX) else metric.removeprefix("val_")
 
 
-def trained_figures(outcome: RunOutcome, int8_val: dict[str, float] | None = None) -> dict[str, float]:
-    """The figures an objective may name once a network is trained, by metric name."""
-    val = outcome.result.val_metrics
-    figures = {f"val_{name}": val[name] for name in HEADLINE_METRICS}
-    return figures | {f"{INT8_PREFIX}{name}": value for name, value in (int8_val or {}).items()}
+def mean_record(records: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The ``result`` of a network trained with several seeds (``result_record`` per seed): each
+    figure's mean over the seeds, how the first seed trained, and every seed's own record."""
+    first = next(iter(records.values()))
+
+    def mean(part: dict[str, float], path: tuple[str, ...]) -> dict[str, float]:
+        return {name: statistics.fmean(_at(r, path)[name] for r in records.values()) for name in part}
+
+    record = {"val": mean(first["val"], ("val",)), "test": mean(first["test"], ("test",)),
+              "training": first["training"]}  # fmt: skip
+    if "int8" in first:
+        record["int8"] = {"val": mean(first["int8"]["val"], ("int8", "val"))}
+    return record | {"seeds": {str(seed): r for seed, r in records.items()}}
+
+
+def _at(record: dict[str, Any], path: tuple[str, ...]) -> dict[str, float]:
+    for key in path:
+        record = record[key]
+    return record
+
+
+def trained_figures(record: dict[str, Any]) -> dict[str, float]:
+    """The figures an objective may name once a network is trained (from its ``result``), by metric name."""
+    figures = {f"val_{name}": record["val"][name] for name in HEADLINE_METRICS}
+    return figures | {f"{INT8_PREFIX}{name}": value for name, value in record.get("int8", {}).get("val", {}).items()}
 
 
 class TrialInterrupted(KeyboardInterrupt):
@@ -102,8 +127,36 @@ def config_key(arch_dict: dict[str, Any], training: dict[str, Any], data: dict[s
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def _ignore(*args: Any) -> None:
+    return None
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialHooks:
+    """What a worker and the objective tell each other during a trial (defaults: an objective
+    run alone, e.g. by ``study.optimize`` in a test or a notebook)."""
+
+    # Progress: trial start and end, epochs, waits (the live display, the benchmarks' counters).
+    on_event: EventCallback = _ignore
+    # The trial this call runs, as soon as it starts (the worker reads its outcome afterwards).
+    trial_started: Callable[[optuna.Trial], None] = _ignore
+    # The trial exists and its network is chosen: the worker lets the study's ask lock go.
+    release_lock: Callable[[], None] = _ignore
+    # Whether the worker was told to stop (SIGTERM): checked between epochs and while waiting.
+    interrupted: Callable[[], bool] = _never
+    # Queue a SIGTERM'd trial's retry, before Optuna records its failure.
+    queue_retry: Callable[[optuna.Trial], None] = _ignore
+
+
 class TrialObjective:
-    """The objective function of the study (callable with an ``optuna.Trial``)."""
+    """The objective function of the study (callable with an ``optuna.Trial``).
+
+    ``limits``: metric to the largest value a feasible trial may have (the study's settings).
+    """
 
     def __init__(
         self,
@@ -111,29 +164,23 @@ class TrialObjective:
         data: LoadedData,
         data_spec: DataSpec,
         *,
-        max_mb: float | None = None,
         limits: dict[str, float] | None = None,
         latency_calibration: LatencyCalibration | None = None,
-        on_event: EventCallback | None = None,
-        before_trial: Callable[[], None] | None = None,
-        interrupted: Callable[[], bool] | None = None,
-        queue_retry: Callable[[optuna.Trial], None] | None = None,
+        hooks: TrialHooks | None = None,
     ) -> None:
         self.context = context
         self.data = data
         self.data_spec = data_spec
-        # Every budget by metric; the size one keeps its constraint name "max_mb" (older studies have it).
-        self.limits = ({"size_mb": max_mb} if max_mb is not None else {}) | dict(limits or {})
+        self.limits = dict(limits or {})
         self.latency_calibration = latency_calibration
-        self.on_event = on_event or (lambda event: None)
-        self.before_trial = before_trial or (lambda: None)
-        self.interrupted = interrupted or (lambda: False)
-        self.queue_retry = queue_retry or (lambda trial: None)
+        self.hooks = hooks or TrialHooks()
+        self.on_event = self.hooks.on_event
         self.artifact_store = optuna.artifacts.FileSystemArtifactStore(str(context.workspace.artifacts))
         self.current_trial: optuna.Trial | None = None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         self.current_trial = trial
+        self.hooks.trial_started(trial)
         try:
             # Optuna samples a trial's parameters lazily, at its first suggestion: they are chosen
             # here, while the worker still holds the study's lock, so that no two workers turn
@@ -142,7 +189,7 @@ class TrialObjective:
         except LockLost:
             trial.set_user_attr("fail_reason", LOCK_LOST_REASON)
             raise
-        self.before_trial()
+        self.hooks.release_lock()
         try:
             values = self._run(trial)
             self._stop_if_interrupted()
@@ -156,25 +203,73 @@ class TrialObjective:
             if isinstance(exc, KeyboardInterrupt):
                 # Queued before Optuna records the failure: a worker counting the study between the
                 # two would find a place free and make one trial too many (seen in a Slurm test).
-                self.queue_retry(trial)
+                self.hooks.queue_retry(trial)
             self.on_event({"event": "trial_end", "trial": trial.number, "outcome": f"FAIL: {reason[:200]}"})
             raise
 
     def _stop_if_interrupted(self) -> None:
         # A signal handler's exception can land inside a finalizer (a garbage-collection
         # callback), where Python prints and drops it; the flag it set is checked here too.
-        if self.interrupted():
+        if self.hooks.interrupted():
             raise TrialInterrupted("SIGTERM")
+
+    def _network(self, trial: optuna.Trial):
+        """The trial's network (its parameters suggested: chosen now, under the ask lock)."""
+        params = self.context.definition.space.suggest(trial)
+        return self.context.definition.space.arch_of(params, num_classes=len(self.data.classes)).canonical()
+
+    def _start(self, trial: optuna.Trial, arch, *, identity: dict[str, Any], shown: dict[str, Any] | None = None):
+        """Record the figures known before training and the trial's identity; announce the trial.
+
+        Returns the figures and the event fields every later event of this trial repeats.
+        """
+        figures = self._pretraining_figures(trial, arch)
+        trial.set_user_attr("identity", {**identity, "worker": WORKER_ID, "params": int(figures["params"])})
+        event = {"trial": trial.number, "thesis": trial.user_attrs.get(THESIS_ATTR), "size_mb": figures["size_mb"]}
+        self.on_event({"event": "trial_start", **event, "arch": arch.to_dict(), **(shown or {})})
+        return figures, event
+
+    def _finish(self, trial: optuna.Trial, outcome: RunOutcome, record: dict[str, Any], figures: dict[str, float],
+                event: dict[str, Any], outcome_text: str) -> tuple[float, ...]:  # fmt: skip
+        """Record a trained network's ``result`` (``record``), keep its model (``outcome``'s),
+        announce the end; returns the values the trial reports."""
+        trial.set_user_attr("result", record)
+        trial.set_user_attr("trained", True)
+        self._upload(trial, outcome)
+        values = self._values({**figures, **trained_figures(record)})
+        self.on_event({"event": "trial_end", **event, "outcome": outcome_text, "values": values})
+        return values
+
+    def _scored(self, outcome: RunOutcome) -> dict[str, Any]:
+        """A trained run's ``result_record``, with int8 figures when an objective names one."""
+        return result_record(outcome, self._int8_scores(outcome))
+
+    def _front_seeds(self, trial: optuna.Trial, arch, figures: dict[str, float], record: dict[str, Any]
+                     ) -> dict[int, dict[str, Any]]:  # fmt: skip
+        """Under ``[seeds] front = N``: the records of N - 1 more seeds when the first run comes
+        near the current front (``front_seeds.near_front``), else none."""
+        settings, definition = self.context.definition.front_seeds, self.context.definition
+        if not settings.active:
+            return {}
+        directions = [o.direction for o in definition.objectives]
+        point = self._values({**figures, **trained_figures(record)})
+        others = [t.values for t in trials_just_read(trial.study, fresh=True)
+                  if t.number != trial.number and is_trained(t) and t.values]  # fmt: skip
+        noisy = [o.metric.startswith("val_") for o in definition.objectives]
+        if not near_front(point, others, directions, noisy, settings.margin):
+            return {}
+        self.on_event({"event": "front_seeds", "trial": trial.number, "seeds": settings.front})
+        records = {}
+        for k in range(1, settings.front):
+            training = dataclasses.replace(definition.training, seed=definition.training.seed + k)
+            records[training.seed] = self._scored(self._train(trial, arch, training=training, keep_history=False))
+        return records
 
     def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         definition = self.context.definition
-        params = definition.space.suggest(trial)
-        arch = definition.space.arch_of(params, num_classes=len(self.data.classes)).canonical()
-        figures = self._pretraining_figures(trial, arch)
+        arch = self._network(trial)
         key = config_key(arch.to_dict(), definition.training.to_dict(), self.data_spec.to_dict())
-        trial.set_user_attr("identity", {"config_key": key, "worker": WORKER_ID, "params": int(figures["params"])})
-        event = {"trial": trial.number, "thesis": trial.user_attrs.get(THESIS_ATTR), "size_mb": figures["size_mb"]}
-        self.on_event({"event": "trial_start", **event, "arch": arch.to_dict()})
+        figures, event = self._start(trial, arch, identity={"config_key": key})
 
         over = []
         for name, limit in self.limits.items():
@@ -215,16 +310,14 @@ class TrialObjective:
             trial.set_user_attr("trained", False)
             self.on_event({"event": "trial_end", **event, "outcome": f"stopped at rung {epochs}"})
             raise optuna.TrialPruned(outcome.result.stopped_early)
-        val, test = outcome.result.val_metrics, outcome.test_metrics
-        int8_val = self._int8_scores(outcome)
-        trial.set_user_attr("val_micro_auroc", val["micro_auroc"])
-        trial.set_user_attr("test_micro_auroc", test["micro_auroc"])
-        trial.set_user_attr("result", result_record(outcome, int8_val))
-        trial.set_user_attr("trained", True)
-        self._upload(trial, outcome)
-        values = self._values({**figures, **trained_figures(outcome, int8_val)})
-        self.on_event({"event": "trial_end", **event, "outcome": "trained", "values": values})
-        return values
+        record = self._scored(outcome)
+        more = self._front_seeds(trial, arch, figures, record)
+        if more:
+            record = mean_record({definition.training.seed: record, **more})
+        trial.set_user_attr("val_micro_auroc", record["val"]["micro_auroc"])
+        trial.set_user_attr("test_micro_auroc", record["test"]["micro_auroc"])
+        return self._finish(trial, outcome, record, figures, event,
+                            f"trained, mean of {len(more) + 1} seeds" if more else "trained")  # fmt: skip
 
     def _pretraining_figures(self, trial: optuna.Trial, arch) -> dict[str, float]:
         """Size, params and MACs, and the costlier figures an objective or a limit names, recorded on the trial.
@@ -343,8 +436,16 @@ class TrialObjective:
         return check
 
     def _train(
-        self, trial: optuna.Trial, arch, *, training: TrainConfig | None = None, should_stop: StopHook | None = None
+        self,
+        trial: optuna.Trial,
+        arch,
+        *,
+        training: TrainConfig | None = None,
+        should_stop: StopHook | None = None,
+        keep_history: bool = True,
     ) -> RunOutcome:
+        """Train ``arch`` (``training``: another seed's), logging each epoch; ``keep_history``:
+        the epochs are the trial's ``history`` (its first seed's)."""
         log_path = self.context.workspace.logs / f"{self.context.study_name}-trial-{trial.number}.log"
         trial.set_user_attr("log", str(log_path))
         history: list[dict[str, Any]] = []
@@ -353,11 +454,12 @@ class TrialObjective:
 
             def on_progress(event: dict[str, Any]) -> None:
                 self._stop_if_interrupted()
-                if event["event"] == "epoch":
+                if event["event"] == "epoch" and keep_history:
                     history.append({k: v for k, v in event.items() if k != "event"})
                     # Per-epoch metrics go to user attributes: trial.report is unavailable in
                     # multi-objective studies.
                     trial.set_user_attr("history", history)
+                if event["event"] == "epoch":
                     log.write(json.dumps(event) + "\n")
                     log.flush()
                 self.on_event({**event, "trial": trial.number})
@@ -369,7 +471,11 @@ class TrialObjective:
     def _train_run(
         self, arch, training: TrainConfig, progress: Callable[[dict[str, Any]], None], should_stop: StopHook | None
     ) -> RunOutcome:
-        return train_and_evaluate(arch, self.data, training, progress=progress, should_stop=should_stop)
+        # Another seed draws its own training crops too (as `train --seeds` does).
+        data = (
+            self.data if training.seed == self.context.definition.training.seed else reseeded(self.data, training.seed)
+        )
+        return train_and_evaluate(arch, data, training, progress=progress, should_stop=should_stop)
 
     def _upload(self, trial: optuna.Trial, outcome) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -17,14 +17,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ecgsearch.api import export as export_model
+from ecgsearch.api import load_study, pick_trial
 from ecgsearch.definition import StudyDefinition, parse_definition
 from ecgsearch.errors import UserError
-from ecgsearch.optuna_internals import count_trials, trial_by_number
-from ecgsearch.optuna_logging import quiet_optuna
 from ecgsearch.results import (
     SHOWN_METRICS,
-    best_trial,
-    export_trial,
     pareto_rows,
     ranking_metric,
     repeats_line,
@@ -41,16 +39,8 @@ __all__ = ["dashboard", "export", "load_existing_study", "pareto"]
 
 
 def load_existing_study(workspace: Path, storage: str | None, study_name: str) -> tuple[optuna.Study, str]:
-    """The study ``study_name`` and its storage URL; a missing database or study is a UserError."""
-    quiet_optuna()
-    url = resolve_storage_url(storage, workspace)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise UserError(f"no study database at {redact(url)}; run `ecgsearch run` first")
-    try:
-        return optuna.load_study(study_name=study_name, storage=open_storage(url, StorageSettings())), url
-    except KeyError:
-        names = optuna.get_all_study_names(url)
-        raise UserError(f"no study {study_name!r} in {redact(url)}; studies there: {names}") from None
+    """The study ``study_name`` (``api.load_study``) and its storage URL."""
+    return load_study(study_name, workspace=workspace, storage=storage), resolve_storage_url(storage, workspace)
 
 
 def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bool, console: Console) -> None:
@@ -120,25 +110,9 @@ def export(
     from ecgnet.runner import export_outcome, load_data, train_seeds  # training and ONNX: only here
 
     study, _ = load_existing_study(workspace, storage, study_name)
-    if trial is not None:
-        # Looked up by number, never used as a list index, where -18 would quietly pick a trial.
-        found = trial_by_number(study, trial)
-        if found is None:
-            count = count_trials(study)
-            have = f"trials 0..{count - 1}" if count else "no trials yet"
-            negative = "; trial numbers start at 0" if trial < 0 else ""
-            raise UserError(f"study {study_name!r} has no trial {trial} ({have}){negative}")
-        chosen = found
-    else:
-        try:
-            chosen = best_trial(study, limits)
-        except LookupError as exc:
-            raise UserError(str(exc)) from None
+    chosen = pick_trial(study, trial, limits)
     if not retrain:
-        try:
-            export_trial(study, chosen, out, Path(study.user_attrs["artifact_dir"]))
-        except LookupError as exc:
-            raise UserError(str(exc)) from None
+        export_model(study, out, trial=chosen.number)
         how = "" if trial is not None else f" (highest {ranking_metric(study)}{within_limits(limits)})"
         console.print(f"exported trial {chosen.number}{how} to {out}", highlight=False)
         if int8:

@@ -95,7 +95,9 @@ def seed_runs(trials: list[FrozenTrial], confirmations: list[FrozenTrial], study
     for trial in trials:
         result = trial.user_attrs.get("result")
         if trial.user_attrs.get("trained") and result:
-            runs.setdefault(trial.number, {})[study_seed] = _run_figures(result)
+            # A trial near the front trained several seeds ([seeds] front) and recorded each.
+            own = {int(seed): r for seed, r in result["seeds"].items()} if "seeds" in result else {study_seed: result}
+            runs[trial.number] = {seed: _run_figures(r) for seed, r in own.items()}
     for confirmation in confirmations:
         result = confirmation.user_attrs.get("result")
         source = confirmation.user_attrs.get(CONFIRMS_ATTR)

@@ -21,6 +21,7 @@ import optuna
 from ecgnet.data_spec import DataSpec
 from ecgnet.errors import InputError
 from ecgnet.thesis import thesis_experiments
+from ecgsearch.defaults import DEFAULT_SAMPLER, SAMPLERS
 from ecgsearch.definition import StudyDefinition
 from ecgsearch.errors import UserError
 from ecgsearch.proposals import UnseenProposalSampler
@@ -119,7 +120,7 @@ class SearchContext:
 def create_sampler(definition: StudyDefinition, name: str | None, seed: int | None) -> optuna.samplers.BaseSampler:
     """The sampler ``name`` (default: the definition's) with the definition's sampler settings."""
     settings = {k: v for k, v in definition.sampler.items() if k != "name"}
-    name = name or definition.sampler.get("name", "tpe")
+    name = name or definition.sampler.get("name", DEFAULT_SAMPLER)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, **settings)
     if name == "nsga2":
@@ -130,13 +131,13 @@ def create_sampler(definition: StudyDefinition, name: str | None, seed: int | No
         return optuna.samplers.GPSampler(seed=seed, **settings)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}; known: tpe, nsga2, gp, random")
+    raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
 
 
 def default_settings(definition: StudyDefinition, storage: StorageSettings) -> StudySettings:
     """A new study's settings before the user's flags: the definition's, then ecgsearch's defaults."""
     return StudySettings(
-        total=definition.default_trials, max_mb=None, sampler=definition.sampler.get("name", "tpe"),
+        total=definition.default_trials, max_mb=None, sampler=definition.sampler.get("name", DEFAULT_SAMPLER),
         thesis=bool(definition.fixed_trials), heartbeat_interval=storage.heartbeat_interval,
         grace_period=storage.grace_period, max_retries=storage.max_retries,
         max_consecutive_failures=DEFAULT_MAX_CONSECUTIVE_FAILURES,

@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 from ecgnet.runner import load_data
 from ecgsearch.confirm import ConfirmObjective
 from ecgsearch.connection_guard import LockLost
-from ecgsearch.objective import LOCK_LOST_REASON, EventCallback, TrialInterrupted, TrialObjective
+from ecgsearch.objective import LOCK_LOST_REASON, EventCallback, TrialHooks, TrialInterrupted, TrialObjective
 from ecgsearch.optuna_internals import count_trials, set_trial_user_attr, storage_backend, trial_by_id, trial_row
 from ecgsearch.pretraining_figures import calibrate_latency
 from ecgsearch.proposals import UnseenProposalSampler
@@ -94,145 +94,193 @@ def run_worker(
     study: optuna.Study | None = None,
     on_event: EventCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
-    objective_class: type[TrialObjective] = TrialObjective,
+    objective_class: type[TrialObjective] | None = None,
 ) -> WorkerReport:
     """Run trials in this process until the study holds its total (or a stop is asked).
 
-    Total, size budget, sampler and heartbeat come from the study's settings (``open_study``);
-    pass ``study`` when the caller opened it already (one storage, one connection pool).
+    Total, limits, sampler and heartbeat come from the study's settings (``open_study``); pass
+    ``study`` when the caller opened it already (one storage, one connection pool).
+    ``on_event`` receives progress events; ``should_stop`` is asked before each trial (a True
+    ends the worker as a near time limit does). ``objective_class`` trains each trial:
+    ``TrialObjective``, or ``ConfirmObjective`` in a confirm study, by default.
+
+    A trial's failure never raises here: it is recorded, retried and counted in the report.
+    SIGTERM fails the running trial, queues its retry and ends the worker; SIGUSR1 lets the
+    trial finish and ends it.
     """
-    on_event = on_event or (lambda event: None)
-    study = study or open_study(context)
-    settings = study_settings(study)
-    confirming = is_confirm_study(study)
-    if confirming:
-        objective_class = ConfirmObjective
-    if settings.thesis:
-        enqueue_thesis(study, context, list(context.definition.fixed_trials)[: settings.total])
-    spec = context.data_spec
-    data = load_data(spec, context.definition.training)
-    backend = storage_backend(study)
-    # The ask lock's scope: reaping dead trials, counting, creating the trial and sampling its
-    # network; the objective lets it go before anything else. Lost mid-ask, the ask starts over.
-    lock = DatabaseLock(lock_target(study, context.storage_url), f"ask:{study.study_name}", reacquire_on_loss=False)
-    state = {"in_trial": False, "terminate": False}
+    return _Worker(context, study or open_study(context), on_event, should_stop, objective_class).run()
 
-    def release_lock() -> None:
-        state["in_trial"] = True
-        held = lock.held_seconds
-        lock.release()
-        on_event({"event": "ask_lock_released", "held_seconds": held})
 
-    calibration = None
-    if "latency_ms" in {o.metric for o in context.definition.objectives} | set(settings.limits):
+class _Worker:
+    """One worker's state; ``run`` is its loop: ask a trial under the lock, run it, count it.
+
+    The ask lock's scope: reaping dead trials, counting, creating the trial and sampling its
+    network. The objective lets it go (``TrialHooks.release_lock``) before anything else; lost
+    mid-ask, the ask starts over.
+    """
+
+    def __init__(
+        self,
+        context: SearchContext,
+        study: optuna.Study,
+        on_event: EventCallback | None,
+        should_stop: Callable[[], bool] | None,
+        objective_class: type[TrialObjective] | None,
+    ) -> None:
+        self.context, self.study = context, study
+        self.on_event = on_event or (lambda event: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.settings = settings = study_settings(study)
+        self.confirming = is_confirm_study(study)
+        if settings.thesis:
+            enqueue_thesis(study, context, list(context.definition.fixed_trials)[: settings.total])
+        data = load_data(context.data_spec, context.definition.training)
+        self.backend = storage_backend(study)
+        self.lock = DatabaseLock(lock_target(study, context.storage_url), f"ask:{study.study_name}",
+                                 reacquire_on_loss=False)  # fmt: skip
+        self.in_trial = self.terminate = False
+        self.current_trial: optuna.Trial | None = None
+        self.retries_queued: set[int] = set()
+        hooks = TrialHooks(on_event=self.on_event, trial_started=self._trial_started, release_lock=self._release_lock,
+                           interrupted=lambda: self.terminate, queue_retry=self._queue_retry)  # fmt: skip
+        objective_class = objective_class or (ConfirmObjective if self.confirming else TrialObjective)
+        self.objective = objective_class(context, data, context.data_spec, limits=settings.all_limits(),
+                                         latency_calibration=self._latency_calibration(len(data.classes)),
+                                         hooks=hooks)  # fmt: skip
+        self.report = WorkerReport()
+        self.recent_failures: list[str] = []
+        self.poll = max(1.0, min(float(settings.heartbeat_interval), MAX_WAIT_POLL_SECONDS))
+        self.waiting_shown = False
+
+    def _latency_calibration(self, num_classes: int):
+        definition = self.context.definition
+        if "latency_ms" not in {o.metric for o in definition.objectives} | set(self.settings.limits):
+            return None
         # Under the lock: workers starting together agree on the study's reference latency.
-        with database_lock(lock_target(study, context.storage_url), lock.name):
-            calibration = calibrate_latency(study, len(data.classes), context.definition.latency_samples,
-                                            context.definition.latency_runs)  # fmt: skip
-    retries_queued: set[int] = set()
+        with database_lock(lock_target(self.study, self.context.storage_url), self.lock.name):
+            return calibrate_latency(self.study, num_classes, definition.latency_samples, definition.latency_runs)
 
-    def queue_retry(trial: optuna.Trial) -> None:  # a SIGTERM's retry: free, and queued before the FAIL
-        RetryFailedTrial(settings.max_retries)(study, trial_row(study, trial), counts=False)
-        retries_queued.add(trial.number)
+    def _trial_started(self, trial: optuna.Trial) -> None:
+        self.current_trial = trial
 
-    objective = objective_class(context, data, spec, max_mb=settings.max_mb, limits=settings.limits,
-                                latency_calibration=calibration, on_event=on_event, before_trial=release_lock,
-                                interrupted=lambda: state["terminate"], queue_retry=queue_retry)  # fmt: skip
-    report = WorkerReport()
-    recent_failures: list[str] = []
-    poll = max(1.0, min(float(settings.heartbeat_interval), MAX_WAIT_POLL_SECONDS))
+    def _release_lock(self) -> None:
+        self.in_trial = True
+        held = self.lock.held_seconds
+        self.lock.release()
+        self.on_event({"event": "ask_lock_released", "held_seconds": held})
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        state["terminate"] = True
-        if state["in_trial"]:
+    def _queue_retry(self, trial: optuna.Trial) -> None:
+        """A SIGTERM'd trial's retry: free, and queued before the FAIL is recorded."""
+        RetryFailedTrial(self.settings.max_retries)(self.study, trial_row(self.study, trial), counts=False)
+        self.retries_queued.add(trial.number)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.terminate = True
+        if self.in_trial:
             raise TrialInterrupted("SIGTERM")  # in the main thread: Optuna fails the running trial
 
-    # Slurm's --signal=USR1@T: the time limit is T seconds away; finish the trial, take no more.
-    install_time_warning_handler()
-    previous_handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm)}
-    # The handler's exception can land in a finalizer or a weakref callback, where Python drops
-    # it with an "Exception ignored" traceback; the flag it set stops the trial at its next check.
-    restore_unraisable_hook = ignore_unraisable(TrialInterrupted)
-    waiting_shown = False
-    try:
-        while not state["terminate"]:
-            if time_warning.is_set() or (should_stop is not None and should_stop()):
-                report.stopped_by_deadline = True
-                break
-            backend.asked_trial_id = None
-            objective.current_trial = None
-            try:
-                # The study is read before the lock is taken: under it, Optuna's cache layer then
-                # fetches only the trials that changed meanwhile (the first read of 10,000 trials takes
-                # most of a minute, which every other worker would wait out).
-                trials = study.get_trials(deepcopy=False)
-                if isinstance(study.sampler, UnseenProposalSampler):
-                    study.sampler.remember(trials)
-                lock.acquire()
-                reaped = _reap_dead_trials(study)
-                report.reaped += reaped
-                if reaped:
-                    on_event({"event": "reaped", "trials": reaped})
-                fill = _fill_state(study, settings.total, enqueued_only=confirming)
-                if fill != "open":
-                    lock.release()
-                    if fill == "full":
-                        break
-                    if not waiting_shown:
-                        on_event({"event": "study_waiting", "running": count_trials(study, TrialState.RUNNING)})
-                        waiting_shown = True
-                    time.sleep(poll)
-                    continue
-                waiting_shown = False
-                study.optimize(objective, n_trials=1, catch=(Exception,))
-            except TrialInterrupted:
-                report.terminated = True
-            except LockLost:
-                # The lock went with its connection mid-ask: another worker may have asked since, so
-                # this ask's count is stale. A trial it already made is failed and queued again (free).
-                report.lock_losses += 1
-                on_event({"event": "lock_lost"})
-                if backend.asked_trial_id is not None and objective.current_trial is None:
-                    _abandon_trial(study, backend.asked_trial_id, context, settings.max_retries)
-                continue
-            finally:
-                state["in_trial"] = False
-                if lock.held:
-                    lock.release()
-            if objective.current_trial is None:
-                continue
-            report.trials_run += 1
-            # One trial's row, not the whole study: this runs after every trial.
-            frozen = trial_row(study, objective.current_trial)
-            if frozen.state != TrialState.FAIL:
-                recent_failures.clear()
-                continue
-            report.failed += 1
-            reason = frozen.user_attrs.get("fail_reason", "unknown")
-            stopped_by_sigterm = report.terminated or state["terminate"]
-            lock_lost = reason == LOCK_LOST_REASON
-            # A trial stopped by SIGTERM or by a lost lock did nothing wrong: its retry does not
-            # count toward the limit.
-            _record_failure(study, frozen, context, settings.max_retries, counts=not (stopped_by_sigterm or lock_lost),
-                        queued=frozen.number in retries_queued)  # fmt: skip
-            if lock_lost:
-                report.lock_losses += 1
-                on_event({"event": "lock_lost"})
-            if stopped_by_sigterm or lock_lost:
-                continue
-            recent_failures.append(reason)
-            if (len(recent_failures) >= settings.max_consecutive_failures
-                    and len(set(recent_failures[-settings.max_consecutive_failures:])) == 1):  # fmt: skip
-                report.systematic_failure = reason
-                break
-        # A SIGTERM after the trial's last check: that trial stands, and the worker stops.
-        report.terminated = report.terminated or state["terminate"]
-    finally:
-        lock.close()
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
-        restore_unraisable_hook()
-    return report
+    def run(self) -> WorkerReport:
+        # Slurm's --signal=USR1@T: the time limit is T seconds away; finish the trial, take no more.
+        install_time_warning_handler()
+        previous_handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_sigterm)}
+        # The handler's exception can land in a finalizer or a weakref callback, where Python drops
+        # it with an "Exception ignored" traceback; the flag it set stops the trial at its next check.
+        restore_unraisable_hook = ignore_unraisable(TrialInterrupted)
+        try:
+            while not self.terminate:
+                if time_warning.is_set() or self.should_stop():
+                    self.report.stopped_by_deadline = True
+                    break
+                step = self._ask_and_run()
+                if step == "full" or (step == "ran" and self._count_trial()):
+                    break
+            # A SIGTERM after the trial's last check: that trial stands, and the worker stops.
+            self.report.terminated = self.report.terminated or self.terminate
+        finally:
+            self.lock.close()
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+            restore_unraisable_hook()
+        return self.report
+
+    def _ask_and_run(self) -> str:
+        """Take the lock, reap dead trials, and run one trial if the study has room.
+
+        ``ran`` (a trial ran, whatever its outcome), ``full`` (the study is done), ``again``
+        (waited for running trials, or the ask started over after a lost lock).
+        """
+        study, report = self.study, self.report
+        self.backend.asked_trial_id = None
+        self.current_trial = None
+        try:
+            # The study is read before the lock is taken: under it, Optuna's cache layer then
+            # fetches only the trials that changed meanwhile (the first read of 10,000 trials takes
+            # most of a minute, which every other worker would wait out).
+            trials = study.get_trials(deepcopy=False)
+            if isinstance(study.sampler, UnseenProposalSampler):
+                study.sampler.remember(trials)
+            self.lock.acquire()
+            reaped = _reap_dead_trials(study)
+            report.reaped += reaped
+            if reaped:
+                self.on_event({"event": "reaped", "trials": reaped})
+            fill = _fill_state(study, self.settings.total, enqueued_only=self.confirming)
+            if fill != "open":
+                self.lock.release()
+                if fill == "full":
+                    return "full"
+                if not self.waiting_shown:
+                    self.on_event({"event": "study_waiting", "running": count_trials(study, TrialState.RUNNING)})
+                    self.waiting_shown = True
+                time.sleep(self.poll)
+                return "again"
+            self.waiting_shown = False
+            study.optimize(self.objective, n_trials=1, catch=(Exception,))
+        except TrialInterrupted:
+            report.terminated = True
+        except LockLost:
+            # The lock went with its connection mid-ask: another worker may have asked since, so
+            # this ask's count is stale. A trial it already made is failed and queued again (free).
+            report.lock_losses += 1
+            self.on_event({"event": "lock_lost"})
+            if self.backend.asked_trial_id is not None and self.current_trial is None:
+                _abandon_trial(study, self.backend.asked_trial_id, self.context, self.settings.max_retries)
+            return "again"
+        finally:
+            self.in_trial = False
+            if self.lock.held:
+                self.lock.release()
+        return "again" if self.current_trial is None else "ran"
+
+    def _count_trial(self) -> bool:
+        """Count the trial just run; True when failures in a row for one reason should stop the worker."""
+        report, settings = self.report, self.settings
+        report.trials_run += 1
+        # One trial's row, not the whole study: this runs after every trial.
+        frozen = trial_row(self.study, self.current_trial)
+        if frozen.state != TrialState.FAIL:
+            self.recent_failures.clear()
+            return False
+        report.failed += 1
+        reason = frozen.user_attrs.get("fail_reason", "unknown")
+        stopped_by_sigterm = report.terminated or self.terminate
+        lock_lost = reason == LOCK_LOST_REASON
+        # A trial stopped by SIGTERM or by a lost lock did nothing wrong: its retry does not
+        # count toward the limit.
+        _record_failure(self.study, frozen, self.context, settings.max_retries,
+                        counts=not (stopped_by_sigterm or lock_lost),
+                        queued=frozen.number in self.retries_queued)  # fmt: skip
+        if lock_lost:
+            report.lock_losses += 1
+            self.on_event({"event": "lock_lost"})
+        if stopped_by_sigterm or lock_lost:
+            return False
+        self.recent_failures.append(reason)
+        recent = self.recent_failures[-settings.max_consecutive_failures :]
+        if len(self.recent_failures) >= settings.max_consecutive_failures and len(set(recent)) == 1:
+            report.systematic_failure = reason
+            return True
+        return False
 
 
 def _record_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial, context: SearchContext,

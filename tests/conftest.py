@@ -80,14 +80,25 @@ def slurm() -> None:
 
 @pytest.fixture(scope="session")
 def synthetic_cache_path(tmp_path_factory) -> Path:
-    """600 synthetic records (seed 0) in the real formats, prepared into one cache."""
+    """600 synthetic records (seed 0) in the real formats, prepared into one cache.
+
+    Made once for the whole run: under pytest-xdist the processes share the base temporary
+    folder's parent, and the first to take the lock makes the cache for all (tests only read it).
+    """
+    from filelock import FileLock
+
     from ecgnet.data.cache import prepare_cache
     from ecgnet.data.synth import write_synthetic_dataset
 
-    root = tmp_path_factory.mktemp("synthetic")
-    write_synthetic_dataset(root / "records", records=600, seed=0)
-    report = prepare_cache([root / "records"], root / "synthetic.h5", workers=2)
-    assert report.rejected == [] and report.records == 600
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    root = shared / "synthetic-600"
+    with FileLock(str(shared / "synthetic-600.lock")):
+        if not (root / "synthetic.h5").exists():
+            write_synthetic_dataset(root / "records", records=600, seed=0)
+            report = prepare_cache([root / "records"], root / "synthetic.h5", workers=2)
+            assert report.rejected == [] and report.records == 600
     return root / "synthetic.h5"
 
 

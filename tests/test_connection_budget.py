@@ -172,9 +172,9 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_reaped(postgres
 
 
 def test_more_workers_than_the_role_has_connections_fill_the_study_exactly(postgres_url: str, tmp_path: Path) -> None:
-    """A role capped at 3 connections: 6 real workers (2 trials each) end with exactly the total, all exiting 0,
+    """A role capped at 3 connections: 4 real workers (2 trials each) end with exactly the total, all exiting 0,
     and a worker refused a connection says so once per wait, naming the role's limit."""
-    workers = 6
+    workers = 4
     total = 2 * workers
     with capped_role(postgres_url, 3) as (url, password):
         name = unique_name("capped")

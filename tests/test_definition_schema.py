@@ -17,9 +17,11 @@ from ecgnet.data.preprocess import PREPROCESS_STYLES
 from ecgnet.data_spec import DataSpec
 from ecgnet.errors import InputError
 from ecgnet.train_config import TrainConfig
+from ecgsearch.defaults import SAMPLERS
 from ecgsearch.definition import DefinitionError, load_definition, parse_definition, shipped_definitions
 from ecgsearch.definition_schema import (
     DATA_DEFAULTS,
+    SAMPLER_SETTINGS,
     ClassSetName,
     ConvType,
     PreprocessStyle,
@@ -189,6 +191,22 @@ def test_schema_choices_follow_ecgnet() -> None:
     assert get_args(ConvType) == CONV_TYPES
     assert get_args(ClassSetName) == CLASS_SETS
     assert get_args(PreprocessStyle) == PREPROCESS_STYLES
+    assert tuple(SAMPLER_SETTINGS) == SAMPLERS  # the command line's --sampler choices
+
+
+def test_objective_names_limits_and_references_come_from_one_metric_table() -> None:
+    from ecgsearch.definition import METRICS
+    from ecgsearch.hypervolume import REFERENCE_AUROC, REFERENCE_MB
+    from ecgsearch.metric_table import LIMIT_METRICS, METRIC_TABLE, UNTRAINED, hypervolume_reference, is_log_scale
+
+    assert METRICS == {name: metric.direction for name, metric in METRIC_TABLE.items()}
+    assert set(LIMIT_METRICS) == {"size_mb", "params", "macs", "latency_ms", "int8_size_mb"}
+    assert all(METRICS[name] == "minimize" and is_log_scale(name) for name in LIMIT_METRICS)
+    assert UNTRAINED["val_micro_auroc"] == UNTRAINED["val_int8_macro_auroc"] == REFERENCE_AUROC == 0.5
+    assert UNTRAINED["val_macro_f1"] == 0.0 and set(UNTRAINED) == set(METRICS) - set(LIMIT_METRICS)
+    assert hypervolume_reference("size_mb") == REFERENCE_MB and METRIC_TABLE["val_micro_auroc"].int8_twin == (
+        "val_int8_micro_auroc"
+    )
 
 
 SPACE = tomllib.loads(TINY.read_text())["space"]

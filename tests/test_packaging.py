@@ -28,8 +28,8 @@ def test_the_commands_that_read_a_study_do_not_import_torch() -> None:
     # pareto, report and export's lookup start in about 2 s, not 5-8: no torch, ONNX, scipy or h5py
     # until a command trains, exports or counts the MACs of a trial that did not record them.
     code = (
-        "import sys, ecgsearch.cli, ecgsearch.result_commands, ecgsearch.report;"
-        "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'scipy', 'h5py') if m in sys.modules];"
+        "import sys, ecgsearch.cli, ecgsearch.result_commands, ecgsearch.report, ecgsearch.api;"
+        "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'scipy', 'h5py', 'pandas') if m in sys.modules];"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")

@@ -448,3 +448,31 @@ def test_dashboard_on_a_unix_socket_is_private_and_asks_for_the_token(finished, 
         server.terminate()
         server.wait(timeout=30)
     assert not path.exists()
+
+
+def test_the_python_api_reads_the_front_and_trials_and_exports_the_best(finished, tmp_path: Path) -> None:
+    from ecgsearch import api
+    from ecgsearch.errors import UserError
+    from ecgsearch.results import best_trial, feasible_trained, pareto_rows
+
+    workspace, name, _ = finished
+    study = api.load_study(name, workspace=workspace)
+    with pytest.raises(UserError, match=rf"no study 'nope' in sqlite:.*studies there: \['{name}'\]"):
+        api.load_study("nope", workspace=workspace)
+    front, rows = api.front(study), pareto_rows(study)
+    assert list(front.index) == [r["trial"] for r in rows]  # the front `ecgsearch pareto` lists
+    assert list(front["size_mb"]) == [r["size_mb"] for r in rows] and list(front["thesis"]) == [
+        r["thesis"] for r in rows
+    ]
+    trials = api.trials(study)
+    assert sorted(trials.index) == sorted(t.number for t in feasible_trained(study)) and set(front.index) <= set(
+        trials.index
+    )
+    # One seed each: the mean is the trial's own figure and there is no spread.
+    assert (trials["seeds"] == 1).all() and trials["val_micro_auroc_sd"].isna().all()
+    assert (trials["val_micro_auroc_mean"] == trials["val_micro_auroc"]).all() and trials["macs"].gt(0).all()
+    out = api.export(study, tmp_path / "best")
+    assert json.loads((out / "model.json").read_text())["exported_from"]["trial"] == best_trial(study).number
+    assert (out / "model.onnx").stat().st_size > 0
+    with pytest.raises(UserError, match="has no trial 99"):
+        api.export(study, tmp_path / "none", trial=99)
