@@ -86,6 +86,7 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
     records = []
     for row in rows:
         record = {k: v for k, v in row.items() if k not in ("values", "objectives", "seeds")}
+        record["thesis"] = row["thesis"] or ""  # a column of strings, not None turned NaN
         record |= {name: value for name, value in row["objectives"].items() if name not in record}
         seeds = row["seeds"] or {"count": 1, "val": {}}
         record["seeds"] = seeds["count"]

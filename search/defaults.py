@@ -10,5 +10,5 @@ __all__ = ["DEFAULT_SAMPLER", "DEFAULT_WORKSPACE", "SAMPLERS"]
 # The workspace of a command given no --workspace: the SQLite study, artifacts, data, logs.
 DEFAULT_WORKSPACE = Path("ecgsearch-work")
 # The samplers a definition's [sampler] or --sampler may name (their settings: definition_schema).
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
+SAMPLERS = ("tpe", "nsga2", "gp", "random", "botorch")
 DEFAULT_SAMPLER = "tpe"

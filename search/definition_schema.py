@@ -53,6 +53,7 @@ SAMPLER_SETTINGS: dict[str, tuple[str, ...]] = {
     "nsga2": (),
     "gp": ("n_startup_trials",),
     "random": (),
+    "botorch": ("n_startup_trials",),  # qNEHVI: needs the botorch extra
 }
 # Kept equal to ecgnet.arch.CONV_TYPES and ecgnet.data.labels.CLASS_SETS by tests: a Literal
 # gives a better message than a check against the tuple.

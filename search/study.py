@@ -131,7 +131,21 @@ def create_sampler(definition: StudyDefinition, name: str | None, seed: int | No
         return optuna.samplers.GPSampler(seed=seed, **settings)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "botorch":
+        return _botorch_sampler(seed, settings)
     raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+
+
+def _botorch_sampler(seed: int | None, settings: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    """BoTorch's qNEHVI (noisy expected hypervolume improvement, Daulton et al. 2021): a GP
+    model of each objective that takes the observed values as noisy."""
+    try:
+        from optuna_integration.botorch import BoTorchSampler, qnehvi_candidates_func
+    except ImportError:
+        raise UserError("sampler 'botorch' needs optuna-integration and botorch: "
+                        "pip install 'ecgsearch[botorch]'") from None  # fmt: skip
+    # Running trials count as pending points, so parallel workers are not sent to one place.
+    return BoTorchSampler(seed=seed, candidates_func=qnehvi_candidates_func, consider_running_trials=True, **settings)
 
 
 def default_settings(definition: StudyDefinition, storage: StorageSettings) -> StudySettings:

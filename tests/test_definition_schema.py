@@ -173,7 +173,7 @@ def test_optional_sections_take_their_defaults() -> None:
 
 def test_each_sampler_takes_only_its_own_settings() -> None:
     raw = tomllib.loads(TINY.read_text())
-    for name in ("tpe", "gp"):
+    for name in ("tpe", "gp", "botorch"):
         assert parse_definition(raw | {"sampler": {"name": name, "n_startup_trials": 0}}, "s").sampler["name"] == name
     for name in ("nsga2", "random"):
         assert parse_definition(raw | {"sampler": {"name": name}}, "s").sampler == {"name": name}

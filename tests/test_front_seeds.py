@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import subprocess
+import tomllib
 from pathlib import Path
 
 import optuna
@@ -15,7 +16,7 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import ONE_THREAD, TINY, environment, load, unique_name, worker_command
 
-from ecgsearch.definition import DefinitionError, load_definition
+from ecgsearch.definition import DefinitionError, load_definition, parse_definition
 from ecgsearch.front_seeds import near_front
 from ecgsearch.results import pareto_rows, seed_table
 from ecgsearch.study import SearchContext, open_study
@@ -114,7 +115,7 @@ def test_two_workers_on_postgresql_record_every_seed_of_the_trials_near_the_fron
     postgres_url: str, tmp_path: Path
 ) -> None:
     name = unique_name("seedpair")
-    command = worker_command(tmp_path, name, 5)
+    command = worker_command(tmp_path, name, 4)
     command[command.index(str(TINY))] = str(seeded_definition(tmp_path, 2, 1.0))
     env = environment(postgres_url, **ONE_THREAD)
     workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -123,7 +124,32 @@ def test_two_workers_on_postgresql_record_every_seed_of_the_trials_near_the_fron
     assert [w.returncode for w in workers] == [0, 0], [o[1][-2000:] for o in outputs]
     study = load(postgres_url, name)
     trials = study.get_trials()
-    assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
     trained = [t for t in trials if t.user_attrs.get("trained")]
     assert assert_told_values_are_seed_means(study, 2) == trained and len(trained) >= 2
     assert len({t.user_attrs["identity"]["worker"] for t in trials}) == 2
+
+
+def test_the_botorch_sampler_proposes_new_networks_with_qnehvi() -> None:
+    """qNEHVI (the botorch extra) behind the unseen-proposal wrapper: one model-based proposal
+    after two random ones (each takes seconds of GP fitting on a CPU, so no more)."""
+    from optuna_integration.botorch import BoTorchSampler
+
+    from ecgsearch.proposals import UnseenProposalSampler
+    from ecgsearch.study import create_sampler
+
+    # Two startup trials: the tiny definition's 4 would make this test minutes long.
+    raw = tomllib.loads(TINY.read_text()) | {"sampler": {"name": "botorch", "n_startup_trials": 2}}
+    definition = parse_definition(raw, "botorch.toml")
+    sampler = create_sampler(definition, None, 0)
+    assert isinstance(sampler, BoTorchSampler)
+    study = optuna.create_study(directions=list(UP_DOWN))
+    study.sampler = UnseenProposalSampler(sampler, definition.space, 0)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        params = definition.space.suggest(trial)
+        return params["width_multiplier"], float(sum(params[f"blocks_{i}"] for i in range(1, 5)))
+
+    study.optimize(objective, n_trials=3)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert len({str(sorted(t.params.items())) for t in study.trials}) == 3

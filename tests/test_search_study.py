@@ -462,7 +462,7 @@ def test_the_python_api_reads_the_front_and_trials_and_exports_the_best(finished
     front, rows = api.front(study), pareto_rows(study)
     assert list(front.index) == [r["trial"] for r in rows]  # the front `ecgsearch pareto` lists
     assert list(front["size_mb"]) == [r["size_mb"] for r in rows] and list(front["thesis"]) == [
-        r["thesis"] for r in rows
+        r["thesis"] or "" for r in rows
     ]
     trials = api.trials(study)
     assert sorted(trials.index) == sorted(t.number for t in feasible_trained(study)) and set(front.index) <= set(
