@@ -252,8 +252,10 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
                             yaxis_title="hypervolume", height=420)  # fmt: skip
     cost = data["cost"]
     names = data["metric_names"]
-    # With no trial stopped early, epochs are trials times a constant: the curve by trial again.
-    same_curve = cost.stopped == 0 and names == ["val_micro_auroc", "size_mb"]
+    # When every trained trial spent the same epochs (none stopped early, none trained more
+    # seeds), epochs are trials times a constant: the curve by trial again.
+    steps = {later - earlier for (earlier, _), (later, _) in itertools.pairwise([(0, 0.0), *by_epochs])} - {0}
+    same_curve = len(steps) <= 1 and names == ["val_micro_auroc", "size_mb"]
     cost_figure = (f"<p>No trial was stopped early: hypervolume against epochs is the curve by trial above, "
                    f"{cost.epochs} epochs in all.</p>" if same_curve
                    else cost_plot.to_html(full_html=False, include_plotlyjs=False))  # fmt: skip

@@ -25,11 +25,13 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def epochs_trained(trial: FrozenTrial) -> int:
-    """The epochs this trial trained itself (0 for a repeat, whose history is the repeated trial's)."""
+    """The epochs this trial trained itself (0 for a repeat, whose history is the repeated trial's);
+    a trial near the front that trained more seeds ([seeds] front) counts each seed's."""
     attrs = trial.user_attrs
     if "repeats_trial" in attrs or "infeasible" in attrs or "repeats_stopped_trial" in attrs.get("stopped", {}):
         return 0
-    return len(attrs.get("history", []))
+    seeds = len((attrs.get("result") or {}).get("seeds", {})) or 1
+    return len(attrs.get("history", [])) * seeds
 
 
 def stopped_at_rungs(trials: list[FrozenTrial]) -> dict[int | None, int]:

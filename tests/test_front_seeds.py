@@ -20,6 +20,7 @@ from ecgsearch.definition import DefinitionError, load_definition, parse_definit
 from ecgsearch.front_seeds import near_front
 from ecgsearch.results import pareto_rows, seed_table
 from ecgsearch.study import SearchContext, open_study
+from ecgsearch.training_cost import training_cost
 from ecgsearch.worker import run_worker
 from ecgsearch.workspace import Workspace
 
@@ -75,6 +76,7 @@ def test_every_trial_near_the_front_trains_its_seeds_and_reports_their_mean(tmp_
     trained = [t for t in study.get_trials() if t.user_attrs.get("trained")]
     assert several == trained and len(trained) >= 2
     assert sum(e["event"] == "front_seeds" for e in events) == len(trained)
+    assert training_cost(study).epochs == 3 * len(trained)  # one epoch each, every seed counted
     # pareto and the report read the spread from the trial itself, with no confirm study.
     table = seed_table(study)
     for trial in trained:

@@ -1,0 +1,154 @@
+"""Noise-aware search benchmark (issue 24): plain TPE vs seeds on the front vs qNEHVI, at equal epochs.
+
+Per method and study seed, a real study of the definition (default: the demo) in SQLite:
+
+- ``tpe``: the definition as it is, ``--trials`` trials;
+- ``front``: the same with ``[seeds] front = 3`` (a trial near the front trains 3 seeds and
+  reports their mean), run until it has spent the epochs the ``tpe`` study of that seed spent
+  (every extra seed counts);
+- ``qnehvi``: ``[sampler] name = "botorch"`` (the botorch extra), run to the same epochs.
+
+Then every method's final front (its searched trials; E1-E18 are shared) is trained again with
+``--held-out`` seeds the studies never used, and E1-E18 once with the same seeds for all runs.
+Printed per method, over study seeds: robust dominance of E1-E18 on the held-out seeds (a front
+trial's held-out mean validation AUROC better by more than 2 SE, and no larger), the
+hypervolume of the front's held-out means on (AUROC, log10 MB), the winner's curse (the
+front's reported AUROC minus its held-out mean) and the epochs spent; last, per method,
+
+    RESULT method=<name> robust=<k>/18 curse=<x> hv_means=<y> epochs=<e>
+
+Goal: a method with curse <= 0.01 and robust >= 12/18 within 1.5x the epochs of plain TPE.
+
+    python bench/bench_noise.py --workspace /tmp/noise                      # the demo: hours on 2 cores
+    python bench/bench_noise.py --workspace /tmp/noise --definition tests/fixtures/studies/tiny.toml \\
+        --trials 6 --seeds 1 --held-out 2 --methods tpe front               # a smoke run, minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ecgnet.runner import load_data, reseeded, train_and_evaluate
+from ecgnet.size import describe_size
+from ecgnet.thesis import thesis_config
+from ecgsearch.definition import StudyDefinition, parse_definition
+from ecgsearch.hypervolume import hypervolume
+from ecgsearch.optuna_internals import trial_by_number
+from ecgsearch.optuna_logging import quiet_optuna
+from ecgsearch.results import pareto_rows, study_classes
+from ecgsearch.seeds import SeedSummary, robustly_dominates, summarize
+from ecgsearch.study import SearchContext, open_study
+from ecgsearch.training_cost import training_cost
+from ecgsearch.worker import run_worker
+from ecgsearch.workspace import Workspace
+
+METHODS = {"tpe": {}, "front": {"seeds": {"front": 3, "margin": 0.02}}, "qnehvi": {"sampler": {"name": "botorch"}}}
+OBJECTIVES = (["val_micro_auroc", "size_mb"], ["maximize", "minimize"])
+HELD_OUT_BASE = 1000  # held-out seeds: 1000, 1001, ...; the studies train with 0, 1, 2
+
+
+def definition_for(raw: dict[str, Any], method: str, source: str) -> StudyDefinition:
+    changed = dict(raw)
+    for section, values in METHODS[method].items():
+        changed[section] = {**changed.get(section, {}), **values}
+    if method == "qnehvi":
+        changed["sampler"] = {k: v for k, v in changed["sampler"].items() if k in ("name", "n_startup_trials")}
+    return parse_definition(changed, f"{source} ({method})")
+
+
+def run_study(definition: StudyDefinition, folder: Path, seed: int, trials: int, epochs: int | None) -> optuna.Study:
+    """One study: ``trials`` trials, or (``epochs``) until it has spent that many epochs."""
+    url = f"sqlite:///{folder / 'study.db'}"
+    name = f"{definition.name}-{folder.name}"
+    total = trials if epochs is None else 10 * trials
+    context = SearchContext.prepare(definition, Workspace(folder), url, study_name=name, seed=seed,
+                                    requested={"total": total})  # fmt: skip
+    study = open_study(context)
+
+    def spent_enough() -> bool:
+        return epochs is not None and training_cost(study).epochs >= epochs
+
+    run_worker(context, study=study, should_stop=spent_enough)
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def held_out_auroc(definition: StudyDefinition, cache: str, arch, seeds: list[int]) -> SeedSummary:
+    spec = dataclasses.replace(definition.data_spec, cache=cache)
+    data = load_data(spec, definition.training)
+    values = []
+    for seed in seeds:
+        training = dataclasses.replace(definition.training, seed=seed)
+        values.append(train_and_evaluate(arch, reseeded(data, seed), training).result.val_metrics["micro_auroc"])
+    return summarize(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", type=Path, required=True)
+    parser.add_argument("--definition", default="demo", help="a shipped name or a .toml file")
+    parser.add_argument("--trials", type=int, default=40, help="trials of the plain TPE study")
+    parser.add_argument("--seeds", type=int, default=3, help="study seeds per method")
+    parser.add_argument("--held-out", type=int, default=3, help="held-out training seeds per front network")
+    parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
+    args = parser.parse_args()
+    quiet_optuna()
+    source = args.definition
+    text = (Path(source).read_text() if source.endswith(".toml")
+            else resources.files("ecgsearch.studies").joinpath(f"{source}.toml").read_text())  # fmt: skip
+    raw = tomllib.loads(text)
+    held_out = [HELD_OUT_BASE + k for k in range(args.held_out)]
+    budgets: dict[int, int] = {}
+    per_method: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
+    thesis_held_out: dict[str, tuple[SeedSummary, float]] = {}
+    for method in ["tpe", *[m for m in args.methods if m != "tpe"]]:
+        definition = definition_for(raw, method, source)
+        for seed in range(args.seeds):
+            folder = args.workspace / f"{method}-{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            study = run_study(definition, folder, seed, args.trials, budgets.get(seed) if method != "tpe" else None)
+            spent = training_cost(study).epochs
+            budgets.setdefault(seed, spent)
+            cache = study.user_attrs["data_cache"]
+            classes = study_classes(study)
+            if not thesis_held_out:  # E1-E18's held-out seeds: trained once, shared by every run
+                for name in definition.fixed_trials:
+                    arch = dataclasses.replace(thesis_config(name), num_classes=classes)
+                    thesis_held_out[name] = (held_out_auroc(definition, cache, arch, held_out),
+                                             describe_size(arch).size_mb)  # fmt: skip
+            checked = []
+            for row in (r for r in pareto_rows(study, macs=False) if r["thesis"] is None):
+                arch = definition.space.arch_of(trial_by_number(study, row["trial"]).params, num_classes=classes)
+                checked.append((row, held_out_auroc(definition, cache, arch, held_out)))
+            curse = statistics.fmean(r["val_micro_auroc"] - s.mean for r, s in checked) if checked else float("nan")
+            robust = sum(
+                any(robustly_dominates({"val_micro_auroc": s, "size_mb": r["size_mb"]},
+                                       {"val_micro_auroc": summary, "size_mb": size}, *OBJECTIVES) for r, s in checked)
+                for summary, size in thesis_held_out.values()
+            )  # fmt: skip
+            hv = hypervolume([(s.mean, r["size_mb"]) for r, s in checked])
+            figures = {"robust": robust, "curse": curse, "hv_means": hv, "epochs": spent, "front": len(checked)}
+            per_method.setdefault(method, []).append(figures)
+            print(f"{method} seed {seed}: {figures}", flush=True)
+    for method, runs in per_method.items():
+        if not runs:
+            continue
+        robust = statistics.median(r["robust"] for r in runs)
+        curse = statistics.fmean(r["curse"] for r in runs)
+        hv = statistics.fmean(r["hv_means"] for r in runs)
+        epochs = statistics.fmean(r["epochs"] for r in runs)
+        print(
+            f"RESULT method={method} robust={robust:g}/{len(thesis_held_out)} curse={curse:.4f} hv_means={hv:.4f} "
+            f"epochs={epochs:.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
