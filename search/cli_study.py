@@ -100,14 +100,9 @@ def parse_limits(given: list[str] | None, max_mb: float | None, *, flag: str = "
 
 
 def study_limits(given: list[str] | None, max_mb: float | None) -> dict[str, Any]:
-    """The study settings the budget flags request: ``max_mb`` for size, ``limits`` for the rest."""
+    """The study settings the budget flags request (none: the command names no limit)."""
     limits = parse_limits(given, max_mb)
-    requested: dict[str, Any] = {}
-    if "size_mb" in limits:
-        requested["max_mb"] = limits.pop("size_mb")
-    if limits:
-        requested["limits"] = limits
-    return requested
+    return {"limits": limits} if limits else {}
 
 
 def run_command(

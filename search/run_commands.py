@@ -88,6 +88,8 @@ class LiveDisplay:
         elif kind == "step":
             self.progress.update(self.train_task, completed=event["step"], total=event["total_steps"],
                                  status=f"epoch {event['epoch'] + 1}  loss {event['loss']:.4f}")  # fmt: skip
+        elif kind == "front_seeds":
+            self.progress.update(self.train_task, status=f"near the front: training {event['seeds']} seeds")
         elif kind == "waiting":
             self.progress.update(self.train_task, status=f"same network as running trial {event['for']}: waiting")
         elif kind == "reaped":
@@ -136,7 +138,7 @@ def run(
     for change in context.changes:
         console.print(f"study {context.study_name}: {change} (recorded in the study's settings_log)", highlight=False)
     chosen = study_settings(study)
-    budget = "".join(f", {name} at most {value:g}" for name, value in chosen.all_limits().items())
+    budget = "".join(f", {name} at most {value:g}" for name, value in chosen.limits.items())
     console.print(
         f"study [bold]{context.study_name}[/bold] ({context.definition.source}), {chosen.total} trials{budget}, "
         f"sampler {chosen.sampler}, storage {redact(context.storage_url)}, data {context.cache}",

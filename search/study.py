@@ -151,7 +151,7 @@ def _botorch_sampler(seed: int | None, settings: dict[str, Any]) -> optuna.sampl
 def default_settings(definition: StudyDefinition, storage: StorageSettings) -> StudySettings:
     """A new study's settings before the user's flags: the definition's, then ecgsearch's defaults."""
     return StudySettings(
-        total=definition.default_trials, max_mb=None, sampler=definition.sampler.get("name", DEFAULT_SAMPLER),
+        total=definition.default_trials, sampler=definition.sampler.get("name", DEFAULT_SAMPLER),
         thesis=bool(definition.fixed_trials), heartbeat_interval=storage.heartbeat_interval,
         grace_period=storage.grace_period, max_retries=storage.max_retries,
         max_consecutive_failures=DEFAULT_MAX_CONSECUTIVE_FAILURES,

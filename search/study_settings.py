@@ -22,7 +22,6 @@ SETTINGS_LOG_ATTR = "settings_log"
 # The command-line flag that sets each field, for messages.
 FLAGS = {
     "total": "--trials",
-    "max_mb": "--max-mb",
     "limits": "--max",
     "sampler": "--sampler",
     "thesis": "--thesis/--no-thesis",
@@ -42,14 +41,13 @@ class StudySettings:
     """What every worker of one study must agree on.
 
     ``total`` counts the trials the study holds when done (failed ones are replaced by their
-    retries); ``max_mb`` is the size budget (None: no budget, no constraint on any trial);
-    ``limits`` the other budgets (``--max latency_ms=5``: metric to largest value allowed);
+    retries); ``limits`` the budgets (``--max-mb 2``, ``--max latency_ms=5``: metric to the
+    largest value a feasible trial has; none: no constraint on any trial);
     ``max_consecutive_failures``: a worker stops after this many trials in a row failed for the
     same reason.
     """
 
     total: int
-    max_mb: float | None
     sampler: str
     thesis: bool
     heartbeat_interval: int
@@ -58,18 +56,18 @@ class StudySettings:
     max_consecutive_failures: int
     limits: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    def all_limits(self) -> dict[str, float]:
-        """Every budget, the size one included: metric to the largest value a feasible trial has."""
-        return ({"size_mb": self.max_mb} if self.max_mb is not None else {}) | dict(self.limits)
-
     def to_dict(self) -> dict[str, Any]:
         """The settings as the study records them (a user attribute)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudySettings:
-        """Settings from what a study recorded (studies created before ``limits`` existed have none)."""
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        """Settings from what a study recorded: studies created before ``limits`` existed have
+        none, and those that kept the size budget apart (``max_mb``) have it read as a limit."""
+        known = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+        if data.get("max_mb") is not None:
+            known["limits"] = {"size_mb": data["max_mb"], **known.get("limits", {})}
+        return cls(**known)
 
 
 def settle(
@@ -92,8 +90,10 @@ def settle(
     if recorded is None:
         return dataclasses.replace(defaults, **requested), []
     changes: dict[str, Any] = {}
-    conflicts = []
+    conflicts = _limit_conflicts(recorded.limits, requested.get("limits", {}), study_name)
     for key, value in requested.items():
+        if key == "limits":
+            continue
         current = getattr(recorded, key)
         if value == current:
             continue
@@ -112,6 +112,21 @@ def settle(
         raise SettingsConflict("--raise-total needs --trials N with the new, larger total")
     log = [f"{key} raised from {getattr(recorded, key)!r} to {value!r}" for key, value in changes.items()]
     return dataclasses.replace(recorded, **changes), log
+
+
+def _limit_conflicts(recorded: dict[str, float], requested: dict[str, float], study_name: str) -> list[str]:
+    """A limit the command names with another value than the study's, or one the study lacks;
+    the limits it does not name stay the study's."""
+    conflicts = []
+    for metric, value in requested.items():
+        current = recorded.get(metric)
+        if current == value:
+            continue
+        flag = f"--max-mb {value:g}" if metric == "size_mb" else f"--max {metric}={value:g}"
+        has = f"is {current!r}" if current is not None else "is not set"
+        conflicts.append(f"the {metric} limit {has} in study {study_name!r}, this command gives {flag}: drop the "
+                         "flag (workers follow the study's settings) or use another --study-name")  # fmt: skip
+    return conflicts
 
 
 def log_entry(change: str, worker: str) -> dict[str, Any]:

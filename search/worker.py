@@ -144,7 +144,7 @@ class _Worker:
         hooks = TrialHooks(on_event=self.on_event, trial_started=self._trial_started, release_lock=self._release_lock,
                            interrupted=lambda: self.terminate, queue_retry=self._queue_retry)  # fmt: skip
         objective_class = objective_class or (ConfirmObjective if self.confirming else TrialObjective)
-        self.objective = objective_class(context, data, context.data_spec, limits=settings.all_limits(),
+        self.objective = objective_class(context, data, context.data_spec, limits=settings.limits,
                                          latency_calibration=self._latency_calibration(len(data.classes)),
                                          hooks=hooks)  # fmt: skip
         self.report = WorkerReport()

@@ -119,7 +119,9 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_that_is_retried(postgre
     assert trials[killed.number].state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    assert retries[0].params == killed.params
+    # The stored attempt, not the snapshot: the snapshot can precede the last of its suggestions.
+    # A kill between two suggestions leaves the attempt some parameters; the retry keeps them all.
+    assert retries[0].params.items() >= trials[killed.number].params.items()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 1
 
 
@@ -141,7 +143,8 @@ def test_sigterm_fails_and_reenqueues_the_running_trial(postgres_url: str, tmp_p
     assert trials[terminated.number].state == TrialState.FAIL
     assert trials[terminated.number].user_attrs["fail_reason"] == "worker terminated (SIGTERM)"
     waiting = [t for t in trials if t.state == TrialState.WAITING]
-    assert len(waiting) == 1 and waiting[0].params == terminated.params
+    # The stored attempt, not the snapshot: the snapshot can precede the last of its suggestions.
+    assert len(waiting) == 1 and waiting[0].params == trials[terminated.number].params
     finish = subprocess.run([*cmd, *SHORT_HEARTBEAT], env=env, capture_output=True, text=True, timeout=600)
     assert finish.returncode == 0, finish.stderr[-2000:]
     trials = load(postgres_url, name).get_trials()
