@@ -12,10 +12,8 @@ first trains), never trains in parallel.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +23,6 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ecgnet.metric_names import HEADLINE_METRICS
 from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, reseeded, train_and_evaluate
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
@@ -36,19 +33,24 @@ from ecgsearch.metric_table import INT8_PREFIX, UNTRAINED
 from ecgsearch.optuna_internals import trials_just_read
 from ecgsearch.pretraining_figures import LatencyCalibration, pretraining_figures
 from ecgsearch.study import WORKER_ID, SearchContext
-from ecgsearch.trial_record import REUSED_BY_REPEAT, RUNG_ATTR_PREFIX, THESIS_ATTR, is_trained
+from ecgsearch.trial_record import (
+    REUSED_BY_REPEAT,
+    RUNG_ATTR_PREFIX,
+    THESIS_ATTR,
+    config_key,
+    constraint_name,
+    is_trained,
+    mean_record,
+    result_record,
+    trained_figures,
+)
 
 __all__ = [
     "LOCK_LOST_REASON",
     "TrialHooks",
     "TrialInterrupted",
     "TrialObjective",
-    "config_key",
-    "constraint_name",
-    "mean_record",
-    "result_record",
     "rung_metric",
-    "trained_figures",
 ]
 
 EventCallback = Callable[[dict[str, Any]], None]
@@ -60,27 +62,6 @@ ARTIFACT_FILES = ("model.pt", "model.json")
 EDGE_FIGURES = {"macs", "latency_ms", "int8_size_mb"}
 
 
-def constraint_name(metric: str) -> str:
-    """The constraint a limit on ``metric`` sets: "max_mb" for size (as studies always had), else max_<metric>."""
-    return "max_mb" if metric == "size_mb" else f"max_{metric}"
-
-
-def result_record(outcome: RunOutcome, int8_val: dict[str, float] | None = None) -> dict[str, Any]:
-    """A trained trial's ``result`` attribute: validation and test figures, and how training went.
-
-    ``int8_val``: the validation figures of the network quantized to int8, when an objective names one.
-    """
-    val, test, result = outcome.result.val_metrics, outcome.test_metrics, outcome.result
-    record = {
-        "val": {name: val[name] for name in HEADLINE_METRICS},
-        "test": {name: test[name] for name in HEADLINE_METRICS},
-        "training": {"seconds": round(result.seconds, 2), "cut_by_time_limit": result.cut_by_time_limit},
-    }
-    if int8_val is not None:
-        record["int8"] = {"val": int8_val}
-    return record
-
-
 def rung_metric(metric: str) -> str:
     """The epoch-history figure that stands for validation ``metric`` at a rung.
 
@@ -90,41 +71,8 @@ def rung_metric(metric: str) -> str:
     return metric.removeprefix(INT8_PREFIX) if metric.startswith(INT8_PREFIX) else metric.removeprefix("val_")
 
 
-def mean_record(records: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """The ``result`` of a network trained with several seeds (``result_record`` per seed): each
-    figure's mean over the seeds, how the first seed trained, and every seed's own record."""
-    first = next(iter(records.values()))
-
-    def mean(part: dict[str, float], path: tuple[str, ...]) -> dict[str, float]:
-        return {name: statistics.fmean(_at(r, path)[name] for r in records.values()) for name in part}
-
-    record = {"val": mean(first["val"], ("val",)), "test": mean(first["test"], ("test",)),
-              "training": first["training"]}  # fmt: skip
-    if "int8" in first:
-        record["int8"] = {"val": mean(first["int8"]["val"], ("int8", "val"))}
-    return record | {"seeds": {str(seed): r for seed, r in records.items()}}
-
-
-def _at(record: dict[str, Any], path: tuple[str, ...]) -> dict[str, float]:
-    for key in path:
-        record = record[key]
-    return record
-
-
-def trained_figures(record: dict[str, Any]) -> dict[str, float]:
-    """The figures an objective may name once a network is trained (from its ``result``), by metric name."""
-    figures = {f"val_{name}": record["val"][name] for name in HEADLINE_METRICS}
-    return figures | {f"{INT8_PREFIX}{name}": value for name, value in record.get("int8", {}).get("val", {}).items()}
-
-
 class TrialInterrupted(KeyboardInterrupt):
     """The worker was told to stop mid-trial (SIGTERM): the trial fails and is retried."""
-
-
-def config_key(arch_dict: dict[str, Any], training: dict[str, Any], data: dict[str, Any]) -> str:
-    """Identity of what a trial computes: canonical network + training + data settings."""
-    text = json.dumps({"arch": arch_dict, "training": training, "data": data}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def _ignore(*args: Any) -> None:

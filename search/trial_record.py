@@ -1,4 +1,5 @@
-"""The record a trial leaves in the study: its user attributes, and the one reading of each.
+"""The record a trial leaves in the study: its user attributes, how they are written, and the
+one reading of each.
 
 A worker's objective (``objective.TrialObjective``, ``confirm.ConfirmObjective``) writes them;
 pareto, report, confirm, slurm status and the training-cost figures read them. The keys:
@@ -26,7 +27,18 @@ pareto, report, confirm, slurm status and the training-cost figures read them. T
 
 from __future__ import annotations
 
+import hashlib
+import json
+import statistics
+from typing import TYPE_CHECKING, Any
+
 from optuna.trial import FrozenTrial, TrialState
+
+from ecgnet.metric_names import HEADLINE_METRICS
+from ecgsearch.metric_table import INT8_PREFIX
+
+if TYPE_CHECKING:
+    from ecgnet.runner import RunOutcome
 
 __all__ = [
     "CONFIRMS_ATTR",
@@ -37,9 +49,14 @@ __all__ = [
     "RUNG_ATTR_PREFIX",
     "SEED_ATTR",
     "THESIS_ATTR",
+    "config_key",
+    "constraint_name",
     "is_feasible",
     "is_trained",
+    "mean_record",
     "network_trial",
+    "result_record",
+    "trained_figures",
 ]
 
 THESIS_ATTR = "thesis_experiment"
@@ -73,3 +90,57 @@ def is_trained(trial: FrozenTrial) -> bool:
 def network_trial(trial: FrozenTrial) -> int:
     """The trial that trained this trial's network (a repeat reuses an earlier trial's result)."""
     return int(trial.user_attrs.get("repeats_trial", trial.number))
+
+
+def result_record(outcome: RunOutcome, int8_val: dict[str, float] | None = None) -> dict[str, Any]:
+    """A trained trial's ``result`` attribute: validation and test figures, and how training went.
+
+    ``int8_val``: the validation figures of the network quantized to int8, when an objective names one.
+    """
+    val, test, result = outcome.result.val_metrics, outcome.test_metrics, outcome.result
+    record = {
+        "val": {name: val[name] for name in HEADLINE_METRICS},
+        "test": {name: test[name] for name in HEADLINE_METRICS},
+        "training": {"seconds": round(result.seconds, 2), "cut_by_time_limit": result.cut_by_time_limit},
+    }
+    if int8_val is not None:
+        record["int8"] = {"val": int8_val}
+    return record
+
+
+def mean_record(records: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The ``result`` of a network trained with several seeds (``result_record`` per seed): each
+    figure's mean over the seeds, how the first seed trained, and every seed's own record."""
+    first = next(iter(records.values()))
+
+    def mean(part: dict[str, float], path: tuple[str, ...]) -> dict[str, float]:
+        return {name: statistics.fmean(_at(r, path)[name] for r in records.values()) for name in part}
+
+    record = {"val": mean(first["val"], ("val",)), "test": mean(first["test"], ("test",)),
+              "training": first["training"]}  # fmt: skip
+    if "int8" in first:
+        record["int8"] = {"val": mean(first["int8"]["val"], ("int8", "val"))}
+    return record | {"seeds": {str(seed): r for seed, r in records.items()}}
+
+
+def _at(record: dict[str, Any], path: tuple[str, ...]) -> dict[str, float]:
+    for key in path:
+        record = record[key]
+    return record
+
+
+def trained_figures(record: dict[str, Any]) -> dict[str, float]:
+    """The figures an objective may name once a network is trained (from its ``result``), by metric name."""
+    figures = {f"val_{name}": record["val"][name] for name in HEADLINE_METRICS}
+    return figures | {f"{INT8_PREFIX}{name}": value for name, value in record.get("int8", {}).get("val", {}).items()}
+
+
+def config_key(arch_dict: dict[str, Any], training: dict[str, Any], data: dict[str, Any]) -> str:
+    """Identity of what a trial computes: canonical network + training + data settings."""
+    text = json.dumps({"arch": arch_dict, "training": training, "data": data}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def constraint_name(metric: str) -> str:
+    """The constraint a limit on ``metric`` sets: "max_mb" for size (as studies always had), else max_<metric>."""
+    return "max_mb" if metric == "size_mb" else f"max_{metric}"
