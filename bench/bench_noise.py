@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ import optuna
 from ecgnet.runner import load_data, reseeded, train_and_evaluate
 from ecgnet.size import describe_size
 from ecgnet.thesis import thesis_config
-from ecgsearch.definition import StudyDefinition, parse_definition
+from ecgsearch.definition import StudyDefinition, load_definition, parse_definition
 from ecgsearch.hypervolume import hypervolume
 from ecgsearch.optuna_internals import trial_by_number
 from ecgsearch.optuna_logging import quiet_optuna
@@ -101,9 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_optuna()
     source = args.definition
-    text = (Path(source).read_text() if source.endswith(".toml")
-            else resources.files("ecgsearch.studies").joinpath(f"{source}.toml").read_text())  # fmt: skip
-    raw = tomllib.loads(text)
+    raw = load_definition(source).raw
     held_out = [HELD_OUT_BASE + k for k in range(args.held_out)]
     budgets: dict[int, int] = {}
     per_method: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}

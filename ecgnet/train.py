@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,13 +24,21 @@ import torch
 from torch import nn
 
 from ecgnet.arch import ArchConfig
-from ecgnet.data.dataset import RecordDataset, WindowDataset, equal_length_batches, minmax_scale, window_loader
+from ecgnet.data.dataset import RecordDataset, WindowDataset, minmax_scale, window_loader
 from ecgnet.data.labels import ClassSet
 from ecgnet.metrics import HEADLINE_METRICS, classification_metrics, tune_thresholds
 from ecgnet.model import ECGResNet
 from ecgnet.train_config import TrainConfig
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "predict_probabilities", "resolve_device", "train_model"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "predict_probabilities",
+    "resident_data",
+    "resolve_device",
+    "train_model",
+]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 # Asked after every epoch's validation with that epoch's history entry: a reason to stop, or None.
@@ -47,6 +56,25 @@ class TrainResult:
     cut_by_time_limit: bool
     device: str
     stopped_early: str | None = None  # the reason ``should_stop`` gave, when it ended the run
+
+
+def resident_data(config: TrainConfig, device: torch.device, *datasets: RecordDataset | WindowDataset) -> bool:
+    """Whether ``datasets`` are held on ``device`` (``config.resident_data``; None: when they fit).
+
+    They fit when they take at most a quarter of the memory the device has free (on a GPU,
+    of this process's share of it), leaving the rest to the network and its activations.
+    """
+    if config.resident_data is not None:
+        return config.resident_data
+    needed = sum(d.nbytes for d in datasets)
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        # A process sharing the GPU is capped at its fraction (torch.cuda.set_per_process_memory_fraction).
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda device: 1.0)(device)
+        free = min(free, fraction * total - torch.cuda.memory_reserved(device))
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return needed <= free // 4
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -87,15 +115,15 @@ def train_model(
     use_amp = config.amp and device.type == "cuda"
     # float16 autocast needs loss scaling; bfloat16 (where the GPU has it) does not.
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and not torch.cuda.is_bf16_supported())
-    workers = config.num_workers if config.num_workers is not None else (4 if device.type == "cuda" else 0)
-    loader = window_loader(
-        train_data,
-        batch_size=config.batch_size,
-        num_workers=workers,
-        generator=torch.Generator().manual_seed(config.seed),
-        pin_memory=device.type == "cuda",
-    )
-    steps_per_epoch = len(loader)
+    order = torch.Generator().manual_seed(config.seed)  # the order of training records, epoch after epoch
+    resident = resident_data(config, device, train_data, val_data)
+    if resident:
+        windows = train_data.on_device(device)
+    else:
+        workers = config.num_workers if config.num_workers is not None else (4 if device.type == "cuda" else 0)
+        loader = window_loader(train_data, batch_size=config.batch_size, num_workers=workers, generator=order,
+                               pin_memory=device.type == "cuda")  # fmt: skip
+    steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
     history: list[dict[str, Any]] = []
@@ -105,7 +133,7 @@ def train_model(
         model.train()
         train_data.set_epoch(epoch)
         losses = []
-        for signal, metadata, target in loader:
+        for signal, metadata, target in windows.batches(train_data, config.batch_size, order) if resident else loader:
             signal = minmax_scale(signal.to(device, non_blocking=True))
             metadata = metadata.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
@@ -163,20 +191,24 @@ def train_model(
 
 @torch.no_grad()
 def predict_probabilities(
-    model: ECGResNet, data: RecordDataset, *, device: torch.device | None = None, max_samples: int = 4_000_000
+    model: ECGResNet,
+    data: RecordDataset,
+    *,
+    device: torch.device | None = None,
+    max_samples: int = 4_000_000,
+    resident: bool = False,
 ) -> np.ndarray:
     """Sigmoid outputs for every record of ``data``, in its order.
 
     Records of equal length are batched together (real data is mostly 10 s records), so no
-    record is padded and results equal a one-by-one evaluation.
+    record is padded and results equal a one-by-one evaluation. ``resident``: the batches are
+    kept on the device for the next call (see ``RecordDataset.batches``).
     """
     device = device or next(model.parameters()).device
     model.eval()
     out = np.zeros((len(data), model.config.num_classes), dtype=np.float32)
-    for batch in equal_length_batches(data.lengths, max_samples):
-        signal = torch.stack([data[i][0] for i in batch]).to(device)
-        metadata = torch.stack([data[i][1] for i in batch]).to(device)
-        logits = model(minmax_scale(signal), metadata)
+    for batch, signal, metadata in data.batches(max_samples, device if resident else None):
+        logits = model(minmax_scale(signal.to(device)), metadata.to(device))
         out[batch] = torch.sigmoid(logits.float()).cpu().numpy()
     return out
 
@@ -184,7 +216,8 @@ def predict_probabilities(
 def _labels_and_probabilities(
     model: ECGResNet, data: RecordDataset, config: TrainConfig, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    probabilities = predict_probabilities(model, data, device=device, max_samples=config.eval_max_samples)
+    probabilities = predict_probabilities(model, data, device=device, max_samples=config.eval_max_samples,
+                                          resident=resident_data(config, device, data))  # fmt: skip
     return data.targets.numpy().astype(bool), probabilities
 
 

@@ -22,6 +22,9 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # mixed precision on CUDA; ignored on CPU
     num_workers: int | None = None  # loader workers; None = 0 on CPU, 4 on CUDA
+    # Training and evaluation data held on the device, windows cut there; None = when they fit
+    # (ecgnet.train.resident_data). How data travels, not what is computed: same batches either way.
+    resident_data: bool | None = None
     max_seconds: float | None = None  # safety cap on wall-clock time
     eval_max_samples: int = 4_000_000  # records x samples per evaluation batch
     tune_thresholds: bool = False  # per-class thresholds maximising F1 on validation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -124,10 +125,17 @@ def run_command(
     stop_after_failures: StopAfter = None,
     raise_total: RaiseTotal = False,
     outage_timeout: OutageTimeout = 600.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Worker processes here, each taking its own trials (with a GPU: each gets 1/K of its memory)."
+        ),
+    ] = 1,
 ) -> None:
     """Create or resume a study and run its trials in this process, with a live display."""
     from ecgsearch.run_commands import run
     from ecgsearch.storage import StorageSettings
+    from ecgsearch.worker_group import worker_argv
 
     budgets = study_limits(max_, max_mb)
     if sampler is not None and sampler not in SAMPLERS:
@@ -143,8 +151,9 @@ def run_command(
                                outage_timeout)  # fmt: skip
     # `worker` is this command under another name: a batch job's log gets plain lines, not a live display.
     out = Console(force_terminal=False) if ctx.info_name == "worker" else console
+    group = (workers, worker_argv(sys.argv[1:], ctx.info_name or "run")) if workers > 1 else None
     code = run(_options(workspace, storage, study_def, study_name, data, seed), requested=requested,
-               raise_total=raise_total, console=out, settings=settings)  # fmt: skip
+               raise_total=raise_total, console=out, settings=settings, group=group)  # fmt: skip
     raise typer.Exit(code)
 
 
@@ -304,6 +313,13 @@ def slurm_submit_command(
         Path | None, typer.Option(help="File (mode 600) holding the storage URL; else $ECGSEARCH_STORAGE is used.")
     ] = None,
     gpus_per_task: Annotated[int, typer.Option(help="GPUs per task.")] = 1,
+    workers_per_gpu: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes sharing each task's GPU, each with 1/K of its memory (with --gpus-per-task 1).",
+        ),
+    ] = 1,
     cpus_per_task: Annotated[int, typer.Option(help="CPUs per task (torch threads follow).")] = 4,
     mem: Annotated[str, typer.Option(help="Memory per task, e.g. 16G.")] = "16G",
     time_limit: Annotated[str, typer.Option("--time", help="Time limit per task, e.g. 24:00:00.")] = "24:00:00",
@@ -320,13 +336,17 @@ def slurm_submit_command(
     from ecgsearch.slurm_commands import submit
     from ecgsearch.slurm_jobs import JobSpec
 
+    if workers_per_gpu > 1 and gpus_per_task != 1:
+        raise typer.BadParameter(
+            "K workers share one GPU: use it with --gpus-per-task 1", param_hint="--workers-per-gpu"
+        )
     requested = {"total": trials} | study_limits(max_, max_mb)
     requested |= {"thesis": thesis} if thesis is not None else {}
     # The workers take every setting from the study that submit creates: their command line names none.
     spec = JobSpec(study_def=study_def, study_name=study_name or "", trials=trials, data=data or "",
                    workspace=str(workspace), workers=workers, seed=seed, gpus_per_task=gpus_per_task,
-                   cpus_per_task=cpus_per_task, mem=mem, time_limit=time_limit, stop_margin_s=stop_margin,
-                   partition=partition, account=account)  # fmt: skip
+                   workers_per_gpu=workers_per_gpu, cpus_per_task=cpus_per_task, mem=mem, time_limit=time_limit,
+                   stop_margin_s=stop_margin, partition=partition, account=account)  # fmt: skip
     submit(_options(workspace, None, study_def, study_name, data, seed), spec, storage_file=storage_file,
            requested=requested, raise_total=raise_total, dry_run=dry_run, console=console)  # fmt: skip
 

@@ -204,6 +204,7 @@ class TrainingModel(BaseModel):
     seed: Annotated[int, Field(ge=0)] = _TRAIN.seed
     amp: bool = _TRAIN.amp
     num_workers: Annotated[int, Field(ge=0)] | None = _TRAIN.num_workers
+    resident_data: bool | None = _TRAIN.resident_data
     max_seconds: Annotated[float, Field(gt=0)] | None = _TRAIN.max_seconds
     eval_max_samples: Annotated[int, Field(ge=1)] = _TRAIN.eval_max_samples
     tune_thresholds: bool = _TRAIN.tune_thresholds

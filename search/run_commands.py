@@ -11,18 +11,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ecgsearch.definition import load_definition
 from ecgsearch.errors import UserError
+from ecgsearch.optuna_internals import storage_backend
 from ecgsearch.optuna_logging import quiet_optuna
 from ecgsearch.results import repeats_line
 from ecgsearch.seeds import is_confirm_study
 from ecgsearch.storage import StorageSettings, redact, resolve_storage_url
 from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_settings
 from ecgsearch.worker import run_worker
+from ecgsearch.worker_group import run_group
 from ecgsearch.workspace import Workspace
 
 __all__ = ["RepeatedFailure", "StudyOptions", "enqueue", "run", "search_context"]
@@ -128,13 +131,18 @@ def run(
     raise_total: bool,
     console: Console,
     settings: StorageSettings | None = None,
+    group: tuple[int, list[str]] | None = None,
 ) -> int:
     """Open (or create) the study with the settings given, then run trials with a live display.
 
+    ``group``: (K, a worker's arguments): K worker processes run the trials instead
+    (``ecgsearch.worker_group``), their lines interleaved; this process waits for them.
     Returns the exit code: 0, or 143 when SIGTERM stopped the worker (its trial is re-enqueued).
     """
     context = search_context(options, settings, requested, raise_total)
     study = open_study(context)
+    if group is not None:
+        return _run_group(context, study, group, console)
     for change in context.changes:
         console.print(f"study {context.study_name}: {change} (recorded in the study's settings_log)", highlight=False)
     chosen = study_settings(study)
@@ -165,6 +173,22 @@ def run(
             f"stopped: {report.systematic_failure} (trial logs in {context.workspace.logs})"
         )
     return 143 if report.terminated else 0
+
+
+def _run_group(context: SearchContext, study: optuna.Study, group: tuple[int, list[str]], console: Console) -> int:
+    count, worker_args = group
+    console.print(f"study {context.study_name}: {count} worker processes on this machine "
+                  f"(each 1/{count} of a GPU's memory where there is one)", highlight=False)  # fmt: skip
+    # The study exists (created above, before any worker starts: no creation race); the
+    # workers open their own connections, so this process keeps none while it waits.
+    engine = getattr(storage_backend(study), "engine", None)
+    if engine is not None:
+        engine.dispose()
+    code = run_group(worker_args, count)
+    console.print(f"{count} workers ended (exit code {code}). Pareto front: "
+                  f"ecgsearch pareto --study-name {context.study_name}", highlight=False)  # fmt: skip
+    console.print(f"study {context.study_name}: {repeats_line(study)}", highlight=False)
+    return code
 
 
 def enqueue(options: StudyOptions, *, console: Console) -> None:

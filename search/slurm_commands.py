@@ -66,7 +66,9 @@ def submit(options: StudyOptions, spec: JobSpec, *, storage_file: Path | None, r
         raise UserError(str(exc)) from None
     console.print(
         f"study {context.study_name} on {redact(context.storage_url)}: {len(added)} thesis trial(s) enqueued; "
-        f"submitted {path} as job {job_id} ({spec.workers} tasks)",
+        f"submitted {path} as job {job_id} ({spec.workers} tasks"
+        + (f", {spec.workers_per_gpu} workers each" if spec.workers_per_gpu > 1 else "")
+        + ")",
         highlight=False,
     )
     print(job_id)

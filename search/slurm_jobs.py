@@ -39,6 +39,7 @@ class JobSpec:
     workers: int = 4
     seed: int = 0
     gpus_per_task: int = 1
+    workers_per_gpu: int = 1  # worker processes sharing a task's GPU (ecgsearch.worker_group)
     cpus_per_task: int = 4
     mem: str = "16G"
     time_limit: str = "24:00:00"
@@ -72,6 +73,8 @@ def render_script(spec: JobSpec) -> str:
         last_task=spec.workers - 1,
         gpus_per_task=spec.gpus_per_task,
         cpus_per_task=spec.cpus_per_task,
+        threads_per_worker=max(1, spec.cpus_per_task // spec.workers_per_gpu),
+        group=f"--workers {spec.workers_per_gpu} " if spec.workers_per_gpu > 1 else "",
         mem=spec.mem,
         time_limit=spec.time_limit,
         stop_margin_s=spec.stop_margin_s,

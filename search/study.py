@@ -28,6 +28,7 @@ from ecgsearch.proposals import UnseenProposalSampler
 from ecgsearch.storage import StorageSettings, database_lock, lock_target, open_storage
 from ecgsearch.study_settings import SETTINGS_ATTR, SETTINGS_LOG_ATTR, StudySettings, log_entry, settle
 from ecgsearch.trial_record import THESIS_ATTR
+from ecgsearch.worker_group import slot_suffix
 from ecgsearch.workspace import Workspace, data_fingerprint
 
 __all__ = [
@@ -42,8 +43,10 @@ __all__ = [
 ]
 
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 3
-# Which process ran a trial: host, and the Slurm array task (or the process id outside Slurm).
-WORKER_ID = f"{socket.gethostname()}:{os.environ.get('SLURM_ARRAY_TASK_ID') or 'pid' + str(os.getpid())}"
+# Which process ran a trial: host, and the Slurm array task (or the process id outside Slurm),
+# then /slot for one of K workers a task (or `run --workers K`) starts.
+WORKER_ID = (f"{socket.gethostname()}:{os.environ.get('SLURM_ARRAY_TASK_ID') or 'pid' + str(os.getpid())}"
+             f"{slot_suffix()}")  # fmt: skip
 
 
 class StudyMismatchError(UserError):
@@ -236,7 +239,7 @@ def _check_fingerprints(study_name: str, attrs: dict, expected: dict[str, str]) 
 
 def worker_seed(seed: int) -> int:
     """Each worker's own sampler seed, derived from the run's seed and where the worker runs."""
-    where = f"{seed}:{socket.gethostname()}:{os.environ.get('SLURM_ARRAY_TASK_ID', '')}:{os.getpid()}"
+    where = f"{seed}:{WORKER_ID}:{os.getpid()}"
     return int.from_bytes(hashlib.sha256(where.encode()).digest()[:4], "big")
 
 

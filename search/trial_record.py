@@ -135,8 +135,16 @@ def trained_figures(record: dict[str, Any]) -> dict[str, float]:
     return figures | {f"{INT8_PREFIX}{name}": value for name, value in record.get("int8", {}).get("val", {}).items()}
 
 
+HOW_NOT_WHAT = ("resident_data",)
+
+
 def config_key(arch_dict: dict[str, Any], training: dict[str, Any], data: dict[str, Any]) -> str:
-    """Identity of what a trial computes: canonical network + training + data settings."""
+    """Identity of what a trial computes: canonical network + training + data settings.
+
+    Settings of how data travels (``HOW_NOT_WHAT``) are left out: they change no result, and
+    the keys of studies made before they existed stay valid.
+    """
+    training = {k: v for k, v in training.items() if k not in HOW_NOT_WHAT}
     text = json.dumps({"arch": arch_dict, "training": training, "data": data}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

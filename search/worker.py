@@ -45,6 +45,7 @@ from ecgsearch.seeds import is_confirm_study
 from ecgsearch.signals import ignore_unraisable, install_time_warning_handler, time_warning
 from ecgsearch.storage import DatabaseLock, database_lock, lock_target
 from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_settings
+from ecgsearch.worker_group import claim_gpu_share
 
 __all__ = ["WorkerReport", "run_worker"]
 
@@ -175,13 +176,17 @@ class _Worker:
         self.retries_queued.add(trial.number)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
+        # A second SIGTERM (Slurm signals every process of a task, and a worker group forwards
+        # its own) must not interrupt the first one's retry bookkeeping.
+        already = self.terminate
         self.terminate = True
-        if self.in_trial:
+        if self.in_trial and not already:
             raise TrialInterrupted("SIGTERM")  # in the main thread: Optuna fails the running trial
 
     def run(self) -> WorkerReport:
         # Slurm's --signal=USR1@T: the time limit is T seconds away; finish the trial, take no more.
         install_time_warning_handler()
+        claim_gpu_share()
         previous_handlers = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_sigterm)}
         # The handler's exception can land in a finalizer or a weakref callback, where Python drops
         # it with an "Exception ignored" traceback; the flag it set stops the trial at its next check.

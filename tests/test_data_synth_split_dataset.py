@@ -189,3 +189,30 @@ def test_equal_length_batches_group_records_of_one_length_up_to_the_sample_budge
     lengths = np.array([5, 3, 5, 5, 3, 12])
     assert equal_length_batches(lengths, 10) == [[1, 4], [0, 2], [3], [5]]
     assert equal_length_batches(lengths, 15) == [[1, 4], [0, 2, 3], [5]]  # a record over the budget still runs
+
+
+def test_windows_cut_on_the_device_equal_the_loader_batch_for_batch(synth_cache: ECGCache) -> None:
+    names = list(synth_cache.table["name"][:45])
+    # Windows longer than some records: padding at a random offset as well as crops.
+    data = WindowDataset(synth_cache, names, synth_cache.labels(), window=4500, seed=3)
+    resident = data.on_device(torch.device("cpu"))
+    assert data.on_device(torch.device("cpu")) is resident  # made once, kept
+    streamed_order, resident_order = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    loader = window_loader(data, batch_size=8, generator=streamed_order)
+    for epoch in range(2):
+        data.set_epoch(epoch)
+        streamed, held = list(loader), list(resident.batches(data, 8, resident_order))
+        assert len(streamed) == len(held) == 6
+        for (s, m, t), (rs, rm, rt) in zip(streamed, held, strict=True):
+            assert torch.equal(s, rs) and torch.equal(m, rm) and torch.equal(t, rt)
+    assert data.nbytes == int(data.lengths.sum()) * 12 * 2
+
+
+def test_records_kept_on_the_device_equal_records_read_each_time(synth_cache: ECGCache) -> None:
+    data = RecordDataset(synth_cache, list(synth_cache.table["name"][:30]), synth_cache.labels())
+    read = list(data.batches(200_000))
+    kept = list(data.batches(200_000, torch.device("cpu")))
+    assert len(read) == len(kept) > 1 and all(len(b[0]) >= 1 for b in kept)
+    for (batch, signal, metadata), (kept_batch, kept_signal, kept_metadata) in zip(read, kept, strict=True):
+        assert batch == kept_batch and torch.equal(signal, kept_signal) and torch.equal(metadata, kept_metadata)
+    assert sorted(i for batch, _, _ in kept for i in batch) == list(range(30))

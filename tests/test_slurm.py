@@ -82,6 +82,11 @@ def test_dry_run_requests_one_gpu_per_task_and_shows_no_password(postgres_url: s
     assert "#SBATCH --signal=B:USR1@600" in script and "\nexec " in script
     assert password not in script and "postgresql" not in script
     assert "${ECGSEARCH_STORAGE:?" in script
+    assert "--workers" not in script.split("\nexec ")[1] and "OMP_NUM_THREADS=4 " in script
+    shared = subprocess.run([*cmd, "--workers-per-gpu", "4", "--cpus-per-task", "8"], env=environment(postgres_url),
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert shared.returncode == 0, shared.stderr
+    assert "worker --workers 4 " in shared.stdout and "OMP_NUM_THREADS=2 " in shared.stdout
     # Workers take the total and budget from the study's recorded settings, never from the script.
     worker_line = script.split("\nexec ")[1]
     assert "--trials" not in worker_line and "--max-mb" not in worker_line
@@ -102,25 +107,30 @@ def test_storage_file_must_be_private(postgres_url: str, tmp_path: Path) -> None
     assert postgres_url not in accepted.stdout
 
 
-def test_four_workers_fill_the_study_exactly_and_share_the_trials(slurm, postgres_url: str, tmp_path: Path) -> None:
+def test_two_tasks_of_two_workers_per_gpu_fill_the_study_exactly(slurm, postgres_url: str, tmp_path: Path) -> None:
     name = unique_name("array")
     started = time.monotonic()
-    job_id = submit(tmp_path, postgres_url, name, slow_definition(tmp_path), "--workers", "4", "--trials", "8")
+    job_id = submit(tmp_path, postgres_url, name, slow_definition(tmp_path), "--workers", "2", "--trials", "8",
+                    "--workers-per-gpu", "2")  # fmt: skip
     wait_until_done(job_id, 600)
     elapsed = time.monotonic() - started
     trials = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
     assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials), job_logs(tmp_path, job_id)
-    per_task = {}
+    per_worker: dict[str, list[int]] = {}
     for t in trials:
-        per_task.setdefault(t.user_attrs["identity"]["worker"].split(":")[-1], []).append(t.number)
-    # The tasks shared the work (how evenly depends on how fast each task's Python started).
-    assert len(per_task) >= 2 and set(per_task) <= {"0", "1", "2", "3"}, per_task
+        per_worker.setdefault(t.user_attrs["identity"]["worker"].split(":")[-1], []).append(t.number)
+    # Each of the four processes names itself by array task and slot; they shared the work (how
+    # evenly depends on how fast each one's Python started).
+    assert len(per_worker) >= 3 and set(per_worker) <= {"0/0", "0/1", "1/0", "1/1"}, per_worker
     logs = sorted((tmp_path / "ws" / "slurm-logs").glob(f"*-{job_id}_*.out"))
-    assert len(logs) == 4 and all("this process ran" in p.read_text() for p in logs), job_logs(tmp_path, job_id)
+    ran = [p.read_text().count("this process ran") for p in logs]
+    assert ran == [2, 2], job_logs(tmp_path, job_id)
+    assert all("2 workers ended (exit code 0)" in p.read_text() for p in logs)
     # sbatch hands the command's umask (077) on to the job: its logs are the user's alone.
     assert {p.stat().st_mode & 0o777 for p in logs} == {0o600}
-    counts = sorted(len(v) for v in per_task.values())
-    print(f"\nslurm array: 8 trials, 4 tasks, {elapsed:.0f} s from submit to completion; trials per task {counts}")
+    counts = sorted(len(v) for v in per_worker.values())
+    print(f"\nslurm array: 8 trials, 2 tasks x 2 workers, {elapsed:.0f} s from submit to completion; "
+          f"trials per worker {counts}")  # fmt: skip
 
 
 def test_scancel_of_one_task_mid_trial_is_retried_and_the_study_completes(slurm, postgres_url, tmp_path) -> None:

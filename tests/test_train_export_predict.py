@@ -64,6 +64,18 @@ def test_two_cpu_runs_with_one_seed_give_identical_metrics(synthetic_cache_path:
     assert other.result.history[-1]["train_loss"] != runs[0].result.history[-1]["train_loss"]
 
 
+def test_data_held_on_the_device_trains_exactly_as_streamed_data(synthetic_cache_path: Path) -> None:
+    spec = DataSpec(str(synthetic_cache_path), max_train_records=96)
+    # Dropout draws from the global generator, which a DataLoader also draws from at every epoch.
+    arch = dataclasses.replace(SMALL, dropout=0.3)
+    runs = {held: train_and_evaluate(arch, load_data(spec, QUICK), dataclasses.replace(QUICK, resident_data=held))
+            for held in (False, True)}  # fmt: skip
+    assert runs[True].result.history == [dict(h, seconds=runs[True].result.history[i]["seconds"])
+                                         for i, h in enumerate(runs[False].result.history)]  # fmt: skip
+    assert runs[True].result.val_metrics == runs[False].result.val_metrics
+    assert runs[True].test_metrics == runs[False].test_metrics
+
+
 def test_step_budget_and_time_cap(synthetic_cache_path: Path) -> None:
     data = load_data(DataSpec(str(synthetic_cache_path), max_train_records=96), QUICK)
     stepped = train_and_evaluate(SMALL, data, dataclasses.replace(QUICK, epochs=30, max_steps=5))

@@ -12,7 +12,8 @@ from the memory-mapped cache. Per-lead min-max scaling runs batch-wise on the tr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +21,10 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from ecgnet.data.cache_reader import ECGCache
 
-__all__ = ["RecordDataset", "WindowDataset", "equal_length_batches", "minmax_scale", "window_loader"]
+__all__ = ["RecordDataset", "ResidentWindows", "WindowDataset", "equal_length_batches", "minmax_scale", "window_loader"]
 
 DEFAULT_WINDOW = 4096
+RecordBatch = tuple[list[int], torch.Tensor, torch.Tensor]  # record indices, their signals, their metadata
 
 
 def minmax_scale(signal: torch.Tensor) -> torch.Tensor:
@@ -64,6 +66,13 @@ class _CacheSubset(Dataset):
         self.offsets = cache.table["offset"].to_numpy()[self.indices]
         self.targets = torch.from_numpy(labels[self.indices].astype(np.float32))
         self.metadata = torch.from_numpy(cache.metadata()[self.indices])
+        # Copies on a device, made once per device (``on_device``); a shallow copy shares them.
+        self._resident: dict[Any, Any] = {}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this subset's signals (what holding it on a device takes)."""
+        return int(self.lengths.sum()) * self.cache.signals.shape[0] * self.cache.signals.dtype.itemsize
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -101,17 +110,72 @@ class WindowDataset(_CacheSubset):
             return signal[0], metadata[0], target[0]
         items = np.asarray(item, dtype=np.int64)
         lengths, offsets = self.lengths[items], self.offsets[items]
-        draws = _uniform(self.seed, self.epoch, items)
-        crop = lengths >= self.window
-        # A long record is cropped at a random start; a short one lands at a random offset.
-        starts = np.where(crop, (draws * (lengths - self.window + 1)).astype(np.int64), 0)
-        pads = np.where(crop, 0, (draws * (self.window - lengths + 1)).astype(np.int64))
+        starts, pads = self.crops(items)
         out = np.zeros((len(items), self.cache.signals.shape[0], self.window), dtype=self.cache.signals.dtype)
         signals = self.cache.signals
         for row, (offset, length, start, pad) in enumerate(zip(offsets, lengths, starts, pads, strict=True)):
             n = min(int(length), self.window)
             out[row, :, pad : pad + n] = signals[:, offset + start : offset + start + n]
         return torch.from_numpy(out), self.metadata[items], self.targets[items]
+
+    def crops(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each item's window starts in its record, and where the record starts in its window."""
+        lengths = self.lengths[items]
+        draws = _uniform(self.seed, self.epoch, items)
+        crop = lengths >= self.window
+        # A long record is cropped at a random start; a short one lands at a random offset.
+        starts = np.where(crop, (draws * (lengths - self.window + 1)).astype(np.int64), 0)
+        pads = np.where(crop, 0, (draws * (self.window - lengths + 1)).astype(np.int64))
+        return starts, pads
+
+    def on_device(self, device: torch.device) -> ResidentWindows:
+        """This subset's records held on ``device`` (made once, then kept: ``reseeded`` copies share it)."""
+        key = ("windows", str(device), self.window)
+        if key not in self._resident:
+            self._resident[key] = ResidentWindows(self, device)
+        return self._resident[key]
+
+
+class ResidentWindows:
+    """A ``WindowDataset``'s records in one tensor on ``device``, its training windows cut there.
+
+    ``batches`` gives, for the same seed and epoch, exactly the batches ``window_loader`` gives
+    (the same sampler order, the same crops), without loader processes or a copy to the device
+    per batch: for a small network on a GPU the loader, not the network, sets the pace.
+    """
+
+    def __init__(self, data: WindowDataset, device: torch.device) -> None:
+        signals = data.cache.signals
+        self.device = device
+        # A window's margin of zeros on either side: a window padded or cropped anywhere stays inside.
+        self.margin = data.window
+        records = [signals[:, o : o + n] for o, n in zip(data.offsets, data.lengths, strict=True)]
+        self.starts = self.margin + np.concatenate([[0], np.cumsum(data.lengths)[:-1]]).astype(np.int64)
+        zeros = np.zeros((signals.shape[0], self.margin), dtype=signals.dtype)
+        self.signals = torch.from_numpy(np.concatenate([zeros, *records, zeros], axis=1)).to(device)
+        self.metadata = data.metadata.to(device)
+        self.targets = data.targets.to(device)
+
+    def batches(self, data: WindowDataset, batch_size: int, generator: torch.Generator):
+        """One epoch of (signal, metadata, target) batches on the device, in ``window_loader``'s order."""
+        # A DataLoader draws its workers' base seed from the global generator at every epoch;
+        # the same draw here keeps everything else that uses it (dropout on a CPU) in step.
+        torch.empty((), dtype=torch.int64).random_()
+        leads, total = self.signals.shape
+        # Every window of the joined records, as a view: windows[i] = signals[:, i : i + window].
+        windows = self.signals.as_strided((total - data.window + 1, leads, data.window), (1, total, 1))
+        positions = torch.arange(data.window, device=self.device)
+        for batch in BatchSampler(RandomSampler(data, generator=generator), batch_size, False):
+            items = np.asarray(batch, dtype=np.int64)
+            starts, pads = data.crops(items)
+            first = torch.from_numpy(self.starts[items] + starts - pads).to(self.device)
+            # A short record's window holds its neighbours' samples around it: zero them.
+            pads_here = torch.from_numpy(pads).to(self.device)
+            ends = pads_here + torch.from_numpy(np.minimum(data.lengths[items], data.window)).to(self.device)
+            outside = (positions < pads_here[:, None]) | (positions >= ends[:, None])
+            signal = windows.index_select(0, first).masked_fill_(outside[:, None, :], 0)
+            rows = torch.from_numpy(items).to(self.device)
+            yield signal, self.metadata[rows], self.targets[rows]
 
 
 def _uniform(seed: int, epoch: int, items: np.ndarray) -> np.ndarray:
@@ -154,3 +218,22 @@ class RecordDataset(_CacheSubset):
         length, offset = int(self.lengths[item]), int(self.offsets[item])
         signal = np.array(self.cache.signals[:, offset : offset + length])
         return torch.from_numpy(signal), self.metadata[item], self.targets[item]
+
+    def batches(self, max_samples: int, device: torch.device | None = None) -> Iterator[RecordBatch]:
+        """Records of equal length stacked (``equal_length_batches``): (indices, signals, metadata).
+
+        With ``device``: batches made once and kept there (an evaluation every epoch then copies
+        nothing); else read from the cache at each call.
+        """
+        if device is None:
+            for batch in equal_length_batches(self.lengths, max_samples):
+                yield batch, *self._stacked(batch)
+            return
+        key = (str(device), max_samples)
+        if key not in self._resident:
+            self._resident[key] = [(batch, *(t.to(device) for t in self._stacked(batch)))
+                                   for batch in equal_length_batches(self.lengths, max_samples)]  # fmt: skip
+        yield from self._resident[key]
+
+    def _stacked(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.stack([self[i][0] for i in batch]), torch.stack([self[i][1] for i in batch])
