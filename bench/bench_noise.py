@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -78,14 +79,21 @@ def run_study(definition: StudyDefinition, folder: Path, seed: int, trials: int,
     return optuna.load_study(study_name=name, storage=url)
 
 
-def held_out_auroc(definition: StudyDefinition, cache: str, arch, seeds: list[int]) -> SeedSummary:
-    spec = dataclasses.replace(definition.data_spec, cache=cache)
-    data = load_data(spec, definition.training)
-    values = []
-    for seed in seeds:
-        training = dataclasses.replace(definition.training, seed=seed)
-        values.append(train_and_evaluate(arch, reseeded(data, seed), training).result.val_metrics["micro_auroc"])
-    return summarize(values)
+def held_out_auroc(definition: StudyDefinition, cache: str, arch, seeds: list[int], memo: Path) -> SeedSummary:
+    """The network's validation micro AUROC with each held-out seed; kept in ``memo`` (a JSON
+    file), so that a run resumed after a stop trains no held-out seed twice."""
+    known = json.loads(memo.read_text()) if memo.exists() else {}
+    key = json.dumps([arch.canonical().to_dict(), seeds, cache], sort_keys=True)
+    if key not in known:
+        spec = dataclasses.replace(definition.data_spec, cache=cache)
+        data = load_data(spec, definition.training)
+        values = []
+        for seed in seeds:
+            training = dataclasses.replace(definition.training, seed=seed)
+            values.append(train_and_evaluate(arch, reseeded(data, seed), training).result.val_metrics["micro_auroc"])
+        known[key] = values
+        memo.write_text(json.dumps(known))
+    return summarize(known[key])
 
 
 def main() -> None:
@@ -101,6 +109,7 @@ def main() -> None:
     source = args.definition
     raw = load_definition(source).raw
     held_out = [HELD_OUT_BASE + k for k in range(args.held_out)]
+    memo = args.workspace / "held_out.json"
     budgets: dict[int, int] = {}
     per_method: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
     thesis_held_out: dict[str, tuple[SeedSummary, float]] = {}
@@ -117,12 +126,12 @@ def main() -> None:
             if not thesis_held_out:  # E1-E18's held-out seeds: trained once, shared by every run
                 for name in definition.fixed_trials:
                     arch = dataclasses.replace(thesis_config(name), num_classes=classes)
-                    thesis_held_out[name] = (held_out_auroc(definition, cache, arch, held_out),
+                    thesis_held_out[name] = (held_out_auroc(definition, cache, arch, held_out, memo),
                                              describe_size(arch).size_mb)  # fmt: skip
             checked = []
             for row in (r for r in pareto_rows(study, macs=False) if r["thesis"] is None):
                 arch = definition.space.arch_of(trial_by_number(study, row["trial"]).params, num_classes=classes)
-                checked.append((row, held_out_auroc(definition, cache, arch, held_out)))
+                checked.append((row, held_out_auroc(definition, cache, arch, held_out, memo)))
             curse = statistics.fmean(r["val_micro_auroc"] - s.mean for r, s in checked) if checked else float("nan")
             robust = sum(
                 any(robustly_dominates({"val_micro_auroc": s, "size_mb": r["size_mb"]},

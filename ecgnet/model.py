@@ -23,6 +23,28 @@ __all__ = ["METADATA_INPUTS", "BasicBlock", "DepthwiseSeparableConv1d", "ECGResN
 METADATA_INPUTS = 3
 
 
+def output_lengths(layer: nn.Module, lengths: Tensor) -> Tensor:
+    """The lengths a strided convolution or pool (or a depthwise-separable pair) makes of ``lengths``."""
+    if isinstance(layer, nn.Sequential):  # depthwise then pointwise: the first sets the length
+        layer = layer[0]
+    kernel, stride, padding = (v[0] if isinstance(v, tuple) else v for v in
+                               (layer.kernel_size, layer.stride, layer.padding))  # fmt: skip
+    dilation = layer.dilation[0] if isinstance(layer.dilation, tuple) else layer.dilation
+    return torch.div(lengths + 2 * padding - dilation * (kernel - 1) - 1, stride, rounding_mode="floor") + 1
+
+
+def _stepped(layer: nn.Module, lengths: Tensor | None) -> Tensor | None:
+    return None if lengths is None else output_lengths(layer, lengths)
+
+
+def zero_past(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """``x`` (batch, channels, samples) with every sample past its record's length set to zero."""
+    if lengths is None:
+        return x
+    inside = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
+    return x * inside[:, None, :].to(x.dtype)
+
+
 class SELayer(nn.Module):
     """Squeeze-and-excitation: rescale channels by a gate computed from their means."""
 
@@ -36,8 +58,10 @@ class SELayer(nn.Module):
             nn.Sigmoid(),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        gate = self.fc(x.mean(dim=-1))
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        # Zeros past a record's end (see ``ECGResNet.forward``) add nothing to the sum.
+        mean = x.mean(dim=-1) if lengths is None else x.sum(dim=-1) / lengths[:, None]
+        gate = self.fc(mean)
         return x * gate.unsqueeze(-1)
 
 
@@ -87,11 +111,16 @@ class BasicBlock(nn.Module):
         self.se = SELayer(channels, config.se_reduction) if config.se else nn.Identity()
         self.downsample = downsample if downsample is not None else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``lengths``: see ``ECGResNet.forward``; ``x`` is zero past them, and so is the result."""
         identity = self.downsample(x)
         out = self.dropout(self.relu(self.bn1(self.conv1(x))))
-        out = self.se(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
+        if lengths is not None:
+            lengths = output_lengths(self.conv1, lengths)
+            out = zero_past(out, lengths)
+        out = zero_past(self.bn2(self.conv2(out)), lengths)
+        out = self.se(out, lengths) if isinstance(self.se, SELayer) else out
+        return zero_past(self.relu(out + identity), lengths)
 
 
 class ECGResNet(nn.Module):
@@ -156,10 +185,22 @@ class ECGResNet(nn.Module):
     def uses_metadata(self) -> bool:
         return self.fc1 is not None
 
-    def forward(self, signal: Tensor, metadata: Tensor | None = None) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(signal))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = self.avgpool(x).flatten(1)
+    def forward(self, signal: Tensor, metadata: Tensor | None = None, lengths: Tensor | None = None) -> Tensor:
+        """Logits of ``signal`` (batch, leads, samples).
+
+        ``lengths``: records of different lengths padded with zeros to one: each record's own
+        length. Every layer then zeroes what lies past the record's end at its resolution, so a
+        record's logits equal those of the record alone (to float rounding): a convolution
+        reads zeros there as its own padding would, the max pool follows a ReLU (values >= 0),
+        and the means divide by the record's own length.
+        """
+        x = zero_past(self.relu(self.bn1(self.conv1(signal))), lengths := _stepped(self.conv1, lengths))
+        x = zero_past(self.maxpool(x), lengths := _stepped(self.maxpool, lengths))
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in stage:
+                x = block(x, lengths)
+                lengths = _stepped(block.conv1, lengths)
+        x = self.avgpool(x).flatten(1) if lengths is None else x.sum(dim=-1) / lengths[:, None]
         if self.fc1 is not None:
             if metadata is None:
                 raise ValueError(

@@ -200,15 +200,17 @@ def predict_probabilities(
 ) -> np.ndarray:
     """Sigmoid outputs for every record of ``data``, in its order.
 
-    Records of equal length are batched together (real data is mostly 10 s records), so no
-    record is padded and results equal a one-by-one evaluation. ``resident``: the batches are
-    kept on the device for the next call (see ``RecordDataset.batches``).
+    Records of similar length are batched together, padded to the longest; the network sees
+    each record's own length (``ECGResNet.forward``), so results equal a one-by-one evaluation
+    (to float rounding). ``resident``: the batches are kept on the device for the next call
+    (see ``RecordDataset.batches``).
     """
     device = device or next(model.parameters()).device
     model.eval()
     out = np.zeros((len(data), model.config.num_classes), dtype=np.float32)
-    for batch, signal, metadata in data.batches(max_samples, device if resident else None):
-        logits = model(minmax_scale(signal.to(device)), metadata.to(device))
+    for batch, signal, metadata, lengths in data.batches(max_samples, device if resident else None):
+        lengths = lengths.to(device)
+        logits = model(minmax_scale(signal.to(device), lengths), metadata.to(device), lengths)
         out[batch] = torch.sigmoid(logits.float()).cpu().numpy()
     return out
 

@@ -213,6 +213,19 @@ def test_records_kept_on_the_device_equal_records_read_each_time(synth_cache: EC
     read = list(data.batches(200_000))
     kept = list(data.batches(200_000, torch.device("cpu")))
     assert len(read) == len(kept) > 1 and all(len(b[0]) >= 1 for b in kept)
-    for (batch, signal, metadata), (kept_batch, kept_signal, kept_metadata) in zip(read, kept, strict=True):
-        assert batch == kept_batch and torch.equal(signal, kept_signal) and torch.equal(metadata, kept_metadata)
-    assert sorted(i for batch, _, _ in kept for i in batch) == list(range(30))
+    for one, other in zip(read, kept, strict=True):
+        assert one[0] == other[0] and all(torch.equal(a, b) for a, b in zip(one[1:], other[1:], strict=True))
+    assert sorted(i for batch, *_ in kept for i in batch) == list(range(30))
+    # Each record sits at the start of its row, zeros after it.
+    batch, signal, _, lengths = kept[-1]
+    for row, i in enumerate(batch):
+        assert torch.equal(signal[row, :, : lengths[row]], data[i][0]) and not signal[row, :, lengths[row] :].any()
+
+
+def test_similar_lengths_share_a_padded_batch_within_the_budget_and_spread() -> None:
+    from ecgnet.data.dataset import padded_batches
+
+    lengths = np.array([5000, 2000, 2400, 5000, 2600, 7000])
+    assert padded_batches(lengths, 10**6) == [[1, 2], [4], [0, 3], [5]]  # 2600 > 1.25 x 2000
+    assert padded_batches(lengths, 10**6, spread=1.5) == [[1, 2, 4], [0, 3, 5]]
+    assert padded_batches(lengths, 7000) == [[1, 2], [4], [0], [3], [5]]  # two 5000s pad to 10000 > 7000

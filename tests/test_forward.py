@@ -81,3 +81,26 @@ def test_each_thesis_config_trains_one_step_on_cpu(name: str) -> None:
     assert torch.isfinite(loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", [f"E{i}" for i in range(1, 19)])
+def test_records_padded_into_one_batch_score_as_each_record_alone(name: str) -> None:
+    from ecgnet.data.dataset import minmax_scale
+
+    torch.manual_seed(0)
+    model = ECGResNet(thesis_experiments()[name].config).eval()
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+        # Trained statistics, not the initial ones: a shift makes padding visible if it leaks.
+        norm.running_mean.uniform_(-0.5, 0.5), norm.running_var.uniform_(0.5, 2), norm.bias.data.uniform_(-0.5, 0.5)
+    lengths = [1000, 1337, 999, 1501]  # odd and even lengths meet every stride differently
+    records = [torch.randn(12, n) * 3 + 1 for n in lengths]
+    metadata = torch.rand(len(lengths), 3)
+    padded = torch.zeros(len(lengths), 12, max(lengths))
+    for row, record in enumerate(records):
+        padded[row, :, : record.shape[1]] = record
+    with torch.no_grad():
+        alone = torch.cat([model(minmax_scale(r[None]), metadata[i : i + 1]) for i, r in enumerate(records)])
+        together = model(minmax_scale(padded, torch.tensor(lengths)), metadata, torch.tensor(lengths))
+        unmasked = model(minmax_scale(padded), metadata)
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(unmasked, alone, rtol=1e-3, atol=1e-3)  # without lengths, padding would count

@@ -21,22 +21,57 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from ecgnet.data.cache_reader import ECGCache
 
-__all__ = ["RecordDataset", "ResidentWindows", "WindowDataset", "equal_length_batches", "minmax_scale", "window_loader"]
+__all__ = [
+    "RecordDataset",
+    "ResidentWindows",
+    "WindowDataset",
+    "equal_length_batches",
+    "minmax_scale",
+    "padded_batches",
+    "window_loader",
+]
 
 DEFAULT_WINDOW = 4096
-RecordBatch = tuple[list[int], torch.Tensor, torch.Tensor]  # record indices, their signals, their metadata
+# Record indices, their signals (zero-padded to the longest), their metadata, their lengths.
+RecordBatch = tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def minmax_scale(signal: torch.Tensor) -> torch.Tensor:
+def minmax_scale(signal: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Scale each lead of each record to [0, 1]; a flat lead becomes all zeros.
 
     ``signal`` has shape (batch, leads, samples); the result is float32 on the same device.
+    ``lengths``: records padded to one length: each is scaled on its own samples, and zero past them.
     """
     scaled = signal.to(torch.float32, copy=True)  # never scale the caller's tensor in place
-    low, high = torch.aminmax(scaled, dim=-1, keepdim=True)
+    if lengths is None:
+        low, high = torch.aminmax(scaled, dim=-1, keepdim=True)
+    else:
+        inside = (torch.arange(scaled.shape[-1], device=scaled.device)[None, :] < lengths[:, None])[:, None, :]
+        low = torch.where(inside, scaled, torch.inf).amin(dim=-1, keepdim=True)
+        high = torch.where(inside, scaled, -torch.inf).amax(dim=-1, keepdim=True)
     span = high - low
     inverse = torch.where(span > 0, 1.0 / span, torch.zeros_like(span))
-    return scaled.sub_(low).mul_(inverse)
+    scaled = scaled.sub_(low).mul_(inverse)
+    return scaled if lengths is None else scaled.mul_(inside)
+
+
+def padded_batches(lengths: np.ndarray, max_samples: int, spread: float = 1.25) -> list[list[int]]:
+    """Indices of records of similar length, at most ``max_samples`` samples a group once padded
+    to its longest (one record at least), the longest at most ``spread`` times the shortest.
+
+    ``ECGResNet(..., lengths=)`` makes a padded record's output its own, so grouping by similar
+    rather than equal length costs only the padding: records of many lengths (CPSC's 6-60 s)
+    no longer go one at a time.
+    """
+    batches: list[list[int]] = []
+    for i in np.argsort(lengths, kind="stable").tolist():
+        batch = batches[-1] if batches else None
+        # Sorted by length: record i is the longest of the group it joins.
+        if batch and lengths[i] <= spread * lengths[batch[0]] and (len(batch) + 1) * lengths[i] <= max_samples:
+            batch.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def equal_length_batches(lengths: np.ndarray, max_samples: int) -> list[list[int]]:
@@ -220,20 +255,25 @@ class RecordDataset(_CacheSubset):
         return torch.from_numpy(signal), self.metadata[item], self.targets[item]
 
     def batches(self, max_samples: int, device: torch.device | None = None) -> Iterator[RecordBatch]:
-        """Records of equal length stacked (``equal_length_batches``): (indices, signals, metadata).
+        """Records of similar length (``padded_batches``), zero-padded to the longest:
+        (indices, signals, metadata, lengths).
 
         With ``device``: batches made once and kept there (an evaluation every epoch then copies
         nothing); else read from the cache at each call.
         """
         if device is None:
-            for batch in equal_length_batches(self.lengths, max_samples):
+            for batch in padded_batches(self.lengths, max_samples):
                 yield batch, *self._stacked(batch)
             return
         key = (str(device), max_samples)
         if key not in self._resident:
             self._resident[key] = [(batch, *(t.to(device) for t in self._stacked(batch)))
-                                   for batch in equal_length_batches(self.lengths, max_samples)]  # fmt: skip
+                                   for batch in padded_batches(self.lengths, max_samples)]  # fmt: skip
         yield from self._resident[key]
 
-    def _stacked(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.stack([self[i][0] for i in batch]), torch.stack([self[i][1] for i in batch])
+    def _stacked(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        lengths = self.lengths[batch]
+        signal = np.zeros((len(batch), self.cache.signals.shape[0], int(lengths.max())), self.cache.signals.dtype)
+        for row, (offset, length) in enumerate(zip(self.offsets[batch], lengths, strict=True)):
+            signal[row, :, :length] = self.cache.signals[:, offset : offset + length]
+        return torch.from_numpy(signal), self.metadata[batch], torch.from_numpy(lengths.astype(np.int64))
