@@ -8,6 +8,9 @@ Per method and study seed, a real study of the definition (default: the demo) in
   (every extra seed counts);
 - ``qnehvi``: ``[sampler] name = "botorch"`` (the botorch extra), run to the same epochs.
 
+E1-E18 are trained once per kind of study (single-seed: ``tpe`` and ``qnehvi``; ``front``) and
+copied into that kind's other studies: the same seed on the same data gives the same figures.
+
 Then every method's final front (its searched trials; E1-E18 are shared) is trained again with
 ``--held-out`` seeds the studies never used, and E1-E18 once with the same seeds for all runs.
 Printed per method, over study seeds: robust dominance of E1-E18 on the held-out seeds (a front
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from ecgnet.runner import load_data, reseeded, train_and_evaluate
 from ecgnet.size import describe_size
@@ -46,6 +50,7 @@ from ecgsearch.results import pareto_rows, study_classes
 from ecgsearch.seeds import SeedSummary, robustly_dominates, summarize
 from ecgsearch.study import SearchContext, open_study
 from ecgsearch.training_cost import training_cost
+from ecgsearch.trial_record import THESIS_ATTR
 from ecgsearch.worker import run_worker
 from ecgsearch.workspace import Workspace
 
@@ -63,20 +68,43 @@ def definition_for(raw: dict[str, Any], method: str, source: str) -> StudyDefini
     return parse_definition(changed, f"{source} ({method})")
 
 
-def run_study(definition: StudyDefinition, folder: Path, seed: int, trials: int, epochs: int | None) -> optuna.Study:
-    """One study: ``trials`` trials, or (``epochs``) until it has spent that many epochs."""
+def run_study(definition: StudyDefinition, folder: Path, seed: int, trials: int, epochs: int | None,
+              thesis_from: optuna.Study | None = None) -> optuna.Study:  # fmt: skip
+    """One study: ``trials`` trials, or (``epochs``) until it has spent that many epochs.
+
+    ``thesis_from``: a study whose finished E1-E18 this one takes instead of training them again
+    (``copy_thesis_trials``).
+    """
     url = f"sqlite:///{folder / 'study.db'}"
     name = f"{definition.name}-{folder.name}"
     total = trials if epochs is None else 10 * trials
+    requested = {"total": total} | ({"thesis": False} if thesis_from is not None else {})
     context = SearchContext.prepare(definition, Workspace(folder), url, study_name=name, seed=seed,
-                                    requested={"total": total})  # fmt: skip
+                                    requested=requested)  # fmt: skip
     study = open_study(context)
+    if thesis_from is not None and not any(THESIS_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)):
+        copy_thesis_trials(thesis_from, study)
 
     def spent_enough() -> bool:
         return epochs is not None and training_cost(study).epochs >= epochs
 
     run_worker(context, study=study, should_stop=spent_enough)
     return optuna.load_study(study_name=name, storage=url)
+
+
+def copy_thesis_trials(source: optuna.Study, target: optuna.Study) -> None:
+    """E1-E18 as ``source`` finished them, added to ``target`` (their epochs count there too).
+
+    They train with the definition's seed on the same data in every study, and come first, so
+    every study of a method would train them to the same figures (CPU runs are deterministic):
+    training them once per method saves 18 networks, E1 the largest, per study.
+    """
+    for trial in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if THESIS_ATTR in trial.user_attrs:
+            constraints = {k: v for k, v in trial.system_attrs.items() if k == "constraints"}
+            target.add_trial(optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
+                                                       values=trial.values, user_attrs=trial.user_attrs,
+                                                       system_attrs=constraints))  # fmt: skip
 
 
 def held_out_auroc(definition: StudyDefinition, cache: str, arch, seeds: list[int], memo: Path) -> SeedSummary:
@@ -111,6 +139,7 @@ def main() -> None:
     held_out = [HELD_OUT_BASE + k for k in range(args.held_out)]
     memo = args.workspace / "held_out.json"
     budgets: dict[int, int] = {}
+    first_studies: dict[str, optuna.Study] = {}
     per_method: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
     thesis_held_out: dict[str, tuple[SeedSummary, float]] = {}
     for method in ["tpe", *[m for m in args.methods if m != "tpe"]]:
@@ -118,7 +147,11 @@ def main() -> None:
         for seed in range(args.seeds):
             folder = args.workspace / f"{method}-{seed}"
             folder.mkdir(parents=True, exist_ok=True)
-            study = run_study(definition, folder, seed, args.trials, budgets.get(seed) if method != "tpe" else None)
+            # E1-E18 train alike in every study of one kind: single-seed (tpe, qnehvi) or front seeds.
+            family = "front" if method == "front" else "single"
+            study = run_study(definition, folder, seed, args.trials, budgets.get(seed) if method != "tpe" else None,
+                              first_studies.get(family))  # fmt: skip
+            first_studies.setdefault(family, study)
             spent = training_cost(study).epochs
             budgets.setdefault(seed, spent)
             cache = study.user_attrs["data_cache"]

@@ -47,7 +47,7 @@ class Sizes:
 
 FULL = Sizes(networks=("E1", "E12", "E18"), steps=120, speed_steps=30, share_workers=(1, 2, 4, 8), share_trials=24,
              cost_trials=12)  # fmt: skip
-QUICK = Sizes(networks=("E18",), steps=4, speed_steps=2, share_workers=(1, 2), share_trials=3, cost_trials=3)
+QUICK = Sizes(networks=("E18",), steps=4, speed_steps=2, share_workers=(1, 2), share_trials=2, cost_trials=2)
 
 
 def prepared_data(raw: dict[str, Any], folder: Path, device: str):

@@ -24,7 +24,7 @@ from ecgnet.data.labels import ClassSet, class_set
 from ecgnet.data.splits import make_split, read_split
 from ecgnet.data_spec import DataSpec
 from ecgnet.export import export_model
-from ecgnet.train import ProgressCallback, StopHook, TrainConfig, TrainResult, evaluate, train_model
+from ecgnet.train import ProgressCallback, StopHook, TrainConfig, TrainResult, evaluate, resolve_device, train_model
 
 __all__ = [
     "DataSpec",
@@ -109,7 +109,10 @@ def train_and_evaluate(
     if arch.num_classes != len(data.classes):
         arch = dataclasses.replace(arch, num_classes=len(data.classes))
     result = train_model(arch, data.train, data.val, data.classes, config, progress=progress, should_stop=should_stop)
-    test_metrics = evaluate(result.model, data.test, data.classes, config, thresholds=result.thresholds)
+    # On the device it trained on (a GPU's test pass is a fraction of a CPU's), then back.
+    device = resolve_device(config.device)
+    test_metrics = evaluate(result.model.to(device), data.test, data.classes, config, thresholds=result.thresholds)
+    result.model.cpu()
     return RunOutcome(result=result, test_metrics=test_metrics, seed=config.seed)
 
 

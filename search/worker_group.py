@@ -3,8 +3,9 @@
 ``ecgsearch run --workers K`` and each task of ``ecgsearch slurm submit --workers-per-gpu K``
 start K ``ecgsearch worker`` processes with the command's own arguments. Each child knows its
 slot (``ECGSEARCH_WORKER_SLOT``), which names it in the trials it runs, and its share of the
-GPU's memory (``ECGSEARCH_GPU_SHARE``, 1/K). The study's guarantees are the workers' own (an
-exact total, retries, no network trained twice): K processes on one GPU are K workers.
+GPU's memory (``ECGSEARCH_GPU_SHARE``, 1/K) and of the CPUs (``OMP_NUM_THREADS``, unless
+set). The study's guarantees are the workers' own (an exact total, retries, no network trained
+twice): K processes on one GPU are K workers.
 
 The parent trains nothing. A SIGTERM or Slurm's time-limit warning (SIGUSR1) it gets goes to
 every child; Ctrl-C reaches the children from the terminal. Its exit code is the worst child's
@@ -90,8 +91,11 @@ def run_group(worker_args: Sequence[str], count: int, *, program: Sequence[str] 
     # Ctrl-C reaches every process in the terminal's group; the parent waits for its children.
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        # The CPUs are shared too: K torch thread pools as wide as the machine spin against
+        # each other. A Slurm task's script sets the threads per worker itself.
+        threads = {"OMP_NUM_THREADS": str(max(1, len(os.sched_getaffinity(0)) // count))}
         for slot in range(count):
-            env = {**os.environ, SLOT_ENV: str(slot), GPU_SHARE_ENV: f"{1 / count:.6f}"}
+            env = {**threads, **os.environ, SLOT_ENV: str(slot), GPU_SHARE_ENV: f"{1 / count:.6f}"}
             children.append(subprocess.Popen([*program, *worker_args], env=env))
         codes = [child.wait() for child in children]
     finally:

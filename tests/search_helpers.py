@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 TINY = Path(__file__).parent / "fixtures" / "studies" / "tiny.toml"
@@ -60,7 +61,7 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
 def running_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     try:
         return load(url, name).get_trials(states=(TrialState.RUNNING,))
-    except KeyError:  # not created yet
+    except (KeyError, sqlalchemy.exc.OperationalError):  # not created yet, or its tables half made
         return []
 
 
@@ -76,6 +77,7 @@ def ecgsearch(capsys, monkeypatch, *args: object) -> tuple[int, str, str]:
     from ecgsearch.cli import main
 
     monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
+    capsys.readouterr()  # what the test printed before is not this command's output
     monkeypatch.setattr(sys, "argv", ["ecgsearch", *map(str, args)])
     with pytest.raises(SystemExit) as ended:
         main()

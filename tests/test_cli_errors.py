@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 import torch
 from ecg_files import copy_record, real_signal, write_cinc
 from search_helpers import ECGSEARCH, TINY, environment, run, unique_name
+from search_helpers import ecgsearch as in_process
 
 from ecgnet.arch import ArchConfig
 from ecgnet.data.cache import parts_dir, prepare_cache
@@ -27,7 +27,6 @@ from ecgnet.data.synth import write_synthetic_dataset
 from ecgnet.errors import InputError
 from ecgnet.model import ECGResNet
 from ecgnet.thesis import thesis_config
-from ecgsearch.cli import main
 from ecgsearch.workspace import data_fingerprint
 
 SMALL_ARCH = json.dumps({"blocks": [1, 1, 1, 1], "width_multiplier": 0.25})
@@ -44,15 +43,9 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture
 def cli(capsys, monkeypatch) -> Cli:
     """The console script's ``main`` in this process: the same parsing and error handling, no start-up cost."""
-    monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
 
     def invoke(*args: str | Path) -> subprocess.CompletedProcess[str]:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["ecgsearch", *map(str, args)])
-        with pytest.raises(SystemExit) as exited:
-            main()
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, exited.value.code or 0, captured.out, captured.err)
+        return subprocess.CompletedProcess(args, *in_process(capsys, monkeypatch, *args))
 
     return invoke
 

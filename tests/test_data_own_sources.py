@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from ecg_files import copy_record, real_signal, sph_pair, write_sph
+from search_helpers import ecgsearch
 
 from ecgnet.data.cache import prepare_cache
 from ecgnet.data.cache_reader import ECGCache
@@ -24,7 +24,6 @@ from ecgnet.errors import InputError
 from ecgnet.predict import read_for_prediction
 from ecgnet.runner import load_data
 from ecgnet.train_config import TrainConfig
-from ecgsearch.cli import main
 from ecgsearch.definition import DefinitionError, load_definition
 
 with warnings.catch_warnings():  # wfdb calls pandas in ways pandas 3 deprecates; not ours to fix
@@ -160,16 +159,6 @@ def test_training_and_prediction_read_sph_demographics_alike(tmp_path: Path) -> 
 
 
 # The command line: prepare with --source, split --test SOURCE ---------------------------------
-
-
-def ecgsearch(capsys, monkeypatch, *args: str | Path) -> tuple[int, str, str]:
-    """The console script's ``main`` in this process: exit code, stdout, stderr."""
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["ecgsearch", *map(str, args)])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return exited.value.code or 0, captured.out, captured.err
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search_helpers import ECGSEARCH, TINY, environment, unique_name
+from search_helpers import ECGSEARCH, TINY, environment, slow_definition, unique_name
 
 from ecgsearch.results import seed_table
 
@@ -33,12 +33,6 @@ def _cancel_leftover_jobs():
     if SUBMITTED:
         subprocess.run(["scancel", *SUBMITTED], check=False, capture_output=True)
         SUBMITTED.clear()
-
-
-def slow_definition(tmp_path: Path) -> Path:
-    path = tmp_path / "slow.toml"
-    path.write_text(TINY.read_text().replace("epochs = 1", "epochs = 6").replace("window = 512", "window = 1024"))
-    return path
 
 
 def submit(tmp_path: Path, url: str, name: str, definition: Path, *args: str) -> str:
