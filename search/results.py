@@ -11,7 +11,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ecgnet.data.labels import class_set
 from ecgnet.metric_names import HEADLINE_METRICS, INT8_METRICS
-from ecgsearch.optuna_internals import pareto_front, trial_by_id, trial_by_number, trial_summaries
+from ecgsearch.optuna_internals import pareto_front, trial_by_number, trial_summaries
+from ecgsearch.optuna_internals import trial_row as stored_trial
 from ecgsearch.proposals import PROPOSAL_ATTR
 from ecgsearch.seeds import confirmation_trials, seed_runs, study_training_seed, summarize
 from ecgsearch.space import SearchSpace
@@ -48,7 +49,7 @@ def feasible_trained(study: optuna.Study, trials: list[FrozenTrial] | None = Non
     """The ``is_trained`` trials: complete, within every limit, with values from training.
 
     From ``trials`` when given, else ``study_rows``: values and ``ROW_ATTRS`` only; read a trial
-    whole (``trial_by_id``) for more.
+    whole (``optuna_internals.trial_row``) for more.
     """
     return [t for t in (study_rows(study) if trials is None else trials) if is_trained(t)]
 
@@ -135,7 +136,7 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     """
     summaries = trial_summaries(study, ("infeasible",))
     front = [t for t in pareto_front(summaries, study.directions) if "infeasible" not in t.user_attrs]
-    whole = [trial_by_id(study, t._trial_id) for t in front]
+    whole = [stored_trial(study, t) for t in front]
     return sorted(whole, key=lambda t: (t.user_attrs.get("size_mb") or 0, t.number))
 
 
@@ -238,7 +239,7 @@ def best_trial(study: optuna.Study, limits: dict[str, float] | None = None) -> F
         candidates = [t for t in candidates if t.user_attrs.get(name) is not None and t.user_attrs[name] <= limit]
     if not candidates:
         raise LookupError(f"study {study.study_name!r} has no trained feasible trial{within_limits(limits)}")
-    return trial_by_id(study, max(candidates, key=lambda t: (value(t), -t.number))._trial_id)
+    return stored_trial(study, max(candidates, key=lambda t: (value(t), -t.number)))
 
 
 def export_trial(study: optuna.Study, trial: FrozenTrial, out: Path, artifact_dir: Path) -> Path:
