@@ -76,6 +76,7 @@ def share_run(definition: str, workers: int, trials: int, folder: Path, device: 
               data: str | None = None) -> dict[str, Any]:  # fmt: skip
     """One study run by ``run --workers K``: trials per minute, GPU utilization, the data cache used."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (folder / "study.db").unlink(missing_ok=True)  # a rerun measures anew, never an old study
     cmd = [*ECGSEARCH, "run", "--study-def", definition, "--study-name", "share", "--no-thesis",
            "--trials", str(trials), "--workspace", str(folder), "--workers", str(workers)]  # fmt: skip
     cmd += ["--data", data] if data else []

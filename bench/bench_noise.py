@@ -111,7 +111,8 @@ def held_out_auroc(definition: StudyDefinition, cache: str, arch, seeds: list[in
     """The network's validation micro AUROC with each held-out seed; kept in ``memo`` (a JSON
     file), so that a run resumed after a stop trains no held-out seed twice."""
     known = json.loads(memo.read_text()) if memo.exists() else {}
-    key = json.dumps([arch.canonical().to_dict(), seeds, cache], sort_keys=True)
+    key = json.dumps([arch.canonical().to_dict(), seeds, cache, definition.training.to_dict(),
+                      definition.data_spec.to_dict()], sort_keys=True)  # fmt: skip
     if key not in known:
         spec = dataclasses.replace(definition.data_spec, cache=cache)
         data = load_data(spec, definition.training)

@@ -77,6 +77,7 @@ def run_arm(raw: dict[str, Any], folder: Path, trials: int, resident: bool | Non
     """One study of ``trials`` searched trials; ``resident``: the ``resident_data`` setting (None: when it fits)."""
     raw = {**raw, "training": {**raw["training"], "resident_data": resident}, "fixed_trials": []}
     definition = parse_definition(raw, f"bench (resident_data {resident})")
+    (folder / "study.db").unlink(missing_ok=True)  # a rerun measures anew, never an old study
     url = f"sqlite:///{folder / 'study.db'}"
     context = SearchContext.prepare(definition, Workspace(folder), url, study_name="cost", seed=0,
                                     requested={"total": trials, "thesis": False})  # fmt: skip

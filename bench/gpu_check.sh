@@ -7,8 +7,8 @@
 # (tests/test_gpu_check.py does). What each part measures: bench/gpu_check.py.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-workspace=${1:-/tmp/ecgsearch-gpu-check}
-shift || true
+workspace=/tmp/ecgsearch-gpu-check
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then workspace=$1; shift; fi
 python=${PYTHON:-python}
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=name,memory.total,driver_version,compute_mode --format=csv

@@ -31,6 +31,7 @@ from ecgsearch.early_stopping import EarlyStopping
 from ecgsearch.front_seeds import FrontSeeds
 from ecgsearch.metric_table import METRICS
 from ecgsearch.space import SearchSpace
+from ecgsearch.trial_record import HOW_NOT_WHAT
 
 __all__ = [
     "METRICS",
@@ -84,6 +85,9 @@ class StudyDefinition:
         """
         content = {k: v for k, v in self.raw.items() if k != "description"}
         content["data"] = {k: v for k, v in self.raw.get("data", {}).items() if k not in ("cache", "synthetic")}
+        # How data travels to the device changes no result (trial_record.HOW_NOT_WHAT).
+        if "training" in content:
+            content["training"] = {k: v for k, v in content["training"].items() if k not in HOW_NOT_WHAT}
         canonical = json.dumps(content, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

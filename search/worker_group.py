@@ -3,7 +3,7 @@
 ``ecgsearch run --workers K`` and each task of ``ecgsearch slurm submit --workers-per-gpu K``
 start K ``ecgsearch worker`` processes with the command's own arguments. Each child knows its
 slot (``ECGSEARCH_WORKER_SLOT``), which names it in the trials it runs, and its share of the
-GPU's memory (``ECGSEARCH_GPU_SHARE``, 1/K) and of the CPUs (``OMP_NUM_THREADS``, unless
+GPU's memory (``ECGSEARCH_GPU_SHARE``, 0.9/K) and of the CPUs (``OMP_NUM_THREADS``, unless
 set). The study's guarantees are the workers' own (an exact total, retries, no network trained
 twice): K processes on one GPU are K workers.
 
@@ -26,6 +26,9 @@ __all__ = ["GPU_SHARE_ENV", "SLOT_ENV", "claim_gpu_share", "run_group", "slot_su
 SLOT_ENV = "ECGSEARCH_WORKER_SLOT"
 GPU_SHARE_ENV = "ECGSEARCH_GPU_SHARE"
 WORKERS_FLAG = "--workers"
+# Of a GPU's memory, what K workers' caps share: each CUDA context (some 300-500 MB) and cuDNN's
+# workspaces lie outside a process's cap.
+GPU_MEMORY_USABLE = 0.9
 
 
 def slot_suffix() -> str:
@@ -89,19 +92,24 @@ def run_group(worker_args: Sequence[str], count: int, *, program: Sequence[str] 
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGUSR1)}
     # Ctrl-C reaches every process in the terminal's group; the parent waits for its children.
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A handler that does nothing, not SIG_IGN: an ignored signal stays ignored in a child.
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, _wait_for_children)
     try:
         # The CPUs are shared too: K torch thread pools as wide as the machine spin against
         # each other. A Slurm task's script sets the threads per worker itself.
         threads = {"OMP_NUM_THREADS": str(max(1, len(os.sched_getaffinity(0)) // count))}
         for slot in range(count):
-            env = {**threads, **os.environ, SLOT_ENV: str(slot), GPU_SHARE_ENV: f"{1 / count:.6f}"}
+            env = {**threads, **os.environ, SLOT_ENV: str(slot), GPU_SHARE_ENV: f"{GPU_MEMORY_USABLE / count:.6f}"}
             children.append(subprocess.Popen([*program, *worker_args], env=env))
         codes = [child.wait() for child in children]
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return _worst(codes)
+
+
+def _wait_for_children(signum: int, frame: Any) -> None:
+    return None
 
 
 def _worst(codes: list[int]) -> int:

@@ -197,14 +197,16 @@ def test_windows_cut_on_the_device_equal_the_loader_batch_for_batch(synth_cache:
     data = WindowDataset(synth_cache, names, synth_cache.labels(), window=4500, seed=3)
     resident = data.on_device(torch.device("cpu"))
     assert data.on_device(torch.device("cpu")) is resident  # made once, kept
-    streamed_order, resident_order = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
-    loader = window_loader(data, batch_size=8, generator=streamed_order)
-    for epoch in range(2):
-        data.set_epoch(epoch)
-        streamed, held = list(loader), list(resident.batches(data, 8, resident_order))
-        assert len(streamed) == len(held) == 6
-        for (s, m, t), (rs, rm, rt) in zip(streamed, held, strict=True):
-            assert torch.equal(s, rs) and torch.equal(m, rm) and torch.equal(t, rt)
+    # With loader workers too (4 on a GPU): each epoch's workers must see that epoch's crops.
+    for workers in (0, 2):
+        streamed_order, resident_order = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+        loader = window_loader(data, batch_size=8, generator=streamed_order, num_workers=workers)
+        for epoch in range(2):
+            data.set_epoch(epoch)
+            streamed, held = list(loader), list(resident.batches(data, 8, resident_order))
+            assert len(streamed) == len(held) == 6
+            for (s, m, t), (rs, rm, rt) in zip(streamed, held, strict=True):
+                assert torch.equal(s, rs) and torch.equal(m, rm) and torch.equal(t, rt)
     assert data.nbytes == int(data.lengths.sum()) * 12 * 2
 
 

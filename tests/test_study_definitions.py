@@ -58,3 +58,14 @@ def test_storage_url_precedence_and_redaction(tmp_path: Path, monkeypatch) -> No
     assert resolve_storage_url(None, tmp_path) == "postgresql+psycopg2://u:s3cret@db/x"
     assert resolve_storage_url("sqlite:///a.db", tmp_path) == "sqlite:///a.db"
     assert "s3cret" not in redact("postgresql+psycopg2://u:s3cret@db/x")
+
+
+def test_how_data_travels_to_the_device_leaves_a_definitions_fingerprint_alone() -> None:
+    from ecgsearch.definition import load_definition, parse_definition
+
+    demo = load_definition("demo")
+    for held in (True, False):
+        raw = {**demo.raw, "training": {**demo.raw["training"], "resident_data": held}}
+        assert parse_definition(raw, "demo with resident_data").fingerprint() == demo.fingerprint()
+    other = {**demo.raw, "training": {**demo.raw["training"], "epochs": 3}}
+    assert parse_definition(other, "demo, 3 epochs").fingerprint() != demo.fingerprint()

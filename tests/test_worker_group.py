@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 from search_helpers import ECGSEARCH, ONE_THREAD, environment, load, running_trials, slow_definition, wait_for
 
-from ecgsearch.worker_group import _worst, worker_argv
+from ecgsearch.worker_group import _worst, run_group, worker_argv
 
 
 @pytest.mark.parametrize(
@@ -31,6 +32,15 @@ def test_the_group_exit_code_is_its_worst_member() -> None:
     assert _worst([0, 143]) == 143
     assert _worst([143, 2, 0]) == 2
     assert _worst([0, -signal.SIGKILL]) == 137
+
+
+def test_the_group_leaves_ctrl_c_to_its_workers_and_gives_each_its_slot_and_share() -> None:
+    # A child's Ctrl-C must still interrupt it (an ignored signal would stay ignored after exec).
+    check = ("import os, signal, sys; ok = signal.getsignal(signal.SIGINT) is signal.default_int_handler; "
+             "sys.exit(0 if ok and os.environ['ECGSEARCH_GPU_SHARE'] == '0.300000' else 3 + int(os.environ["
+             "'ECGSEARCH_WORKER_SLOT']))")  # fmt: skip
+    assert run_group(["-c", check], 3, program=[sys.executable]) == 0
+    assert run_group(["-c", "import sys; sys.exit(2)"], 2, program=[sys.executable]) == 2
 
 
 def test_two_workers_of_one_run_share_the_study_exactly_and_sigterm_reaches_both(tmp_path: Path) -> None:

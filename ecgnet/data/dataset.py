@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 DEFAULT_WINDOW = 4096
+COPY_CHUNK_SAMPLES = 1 << 22  # samples per lead copied to a device at a time (96 MiB of float16)
 # Record indices, their signals (zero-padded to the longest), their metadata, their lengths.
 RecordBatch = tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -184,17 +185,30 @@ class ResidentWindows:
         self.device = device
         # A window's margin of zeros on either side: a window padded or cropped anywhere stays inside.
         self.margin = data.window
-        records = [signals[:, o : o + n] for o, n in zip(data.offsets, data.lengths, strict=True)]
         self.starts = self.margin + np.concatenate([[0], np.cumsum(data.lengths)[:-1]]).astype(np.int64)
-        zeros = np.zeros((signals.shape[0], self.margin), dtype=signals.dtype)
-        self.signals = torch.from_numpy(np.concatenate([zeros, *records, zeros], axis=1)).to(device)
+        total = self.margin + int(data.lengths.sum()) + self.margin
+        dtype = torch.from_numpy(np.zeros(0, dtype=signals.dtype)).dtype
+        self.signals = torch.zeros((signals.shape[0], total), dtype=dtype, device=device)
+        # Copied in chunks: K workers of a node each holding a whole host copy of the set at once
+        # could exceed the task's memory.
+        chunk: list[np.ndarray] = []
+        at = first = self.margin
+        for offset, length in zip(data.offsets, data.lengths, strict=True):
+            chunk.append(signals[:, offset : offset + length])
+            at += int(length)
+            if at - first >= COPY_CHUNK_SAMPLES:
+                self.signals[:, first:at] = torch.from_numpy(np.concatenate(chunk, axis=1))
+                chunk, first = [], at
+        if chunk:
+            self.signals[:, first:at] = torch.from_numpy(np.concatenate(chunk, axis=1))
         self.metadata = data.metadata.to(device)
         self.targets = data.targets.to(device)
 
     def batches(self, data: WindowDataset, batch_size: int, generator: torch.Generator):
         """One epoch of (signal, metadata, target) batches on the device, in ``window_loader``'s order."""
-        # A DataLoader draws its workers' base seed from the global generator at every epoch;
-        # the same draw here keeps everything else that uses it (dropout on a CPU) in step.
+        # A DataLoader draws its workers' base seed from the global generator at every epoch
+        # (``window_loader``'s workers are not persistent); the same draw here keeps everything
+        # else that uses that generator (dropout on a CPU) in step.
         torch.empty((), dtype=torch.int64).random_()
         leads, total = self.signals.shape
         # Every window of the joined records, as a view: windows[i] = signals[:, i : i + window].
@@ -242,7 +256,9 @@ def window_loader(
         sampler=BatchSampler(sampler, batch_size, drop_last),
         num_workers=num_workers,
         pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
+        # Not persistent: each epoch's workers get the dataset as it is then (its ``set_epoch``),
+        # and the loader draws its seed every epoch, with workers or without.
+        persistent_workers=False,
     )
 
 
