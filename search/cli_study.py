@@ -128,7 +128,8 @@ def run_command(
     workers: Annotated[
         int,
         typer.Option(
-            min=1, help="Worker processes here, each taking its own trials (with a GPU: each gets 1/K of its memory)."
+            min=1,
+            help="Worker processes here, each taking its own trials (with a GPU: an equal share of its memory each).",
         ),
     ] = 1,
 ) -> None:
@@ -317,7 +318,7 @@ def slurm_submit_command(
         int,
         typer.Option(
             min=1,
-            help="Worker processes sharing each task's GPU, each with 1/K of its memory (with --gpus-per-task 1).",
+            help="Worker processes sharing each task's GPU, an equal share of its memory each (--gpus-per-task 1).",
         ),
     ] = 1,
     cpus_per_task: Annotated[int, typer.Option(help="CPUs per task (torch threads follow).")] = 4,

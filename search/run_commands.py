@@ -178,7 +178,7 @@ def run(
 def _run_group(context: SearchContext, study: optuna.Study, group: tuple[int, list[str]], console: Console) -> int:
     count, worker_args = group
     console.print(f"study {context.study_name}: {count} worker processes on this machine "
-                  f"(each 1/{count} of a GPU's memory where there is one)", highlight=False)  # fmt: skip
+                  f"(each an equal share of a GPU's memory where there is one)", highlight=False)  # fmt: skip
     # The study exists (created above, before any worker starts: no creation race); the
     # workers open their own connections, so this process keeps none while it waits.
     engine = getattr(storage_backend(study), "engine", None)
