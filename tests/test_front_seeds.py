@@ -132,10 +132,15 @@ def test_two_workers_on_postgresql_record_every_seed_of_the_trials_near_the_fron
     assert len({t.user_attrs["identity"]["worker"] for t in trials}) == 2
 
 
-def test_the_botorch_sampler_proposes_new_networks_with_qnehvi() -> None:
+def test_the_botorch_sampler_proposes_new_networks_with_qnehvi(monkeypatch) -> None:
     """qNEHVI (the botorch extra) behind the unseen-proposal wrapper: one model-based proposal
     after two random ones (each takes seconds of GP fitting on a CPU, so no more)."""
+    import botorch.acquisition.multi_objective.logei as logei
     from optuna_integration.botorch import BoTorchSampler
+
+    # botorch compiles an optional C++ kernel for this acquisition function on first use (about
+    # 40 s on a fresh machine, then cached); its pure-Python twin computes the same thing.
+    monkeypatch.setattr(logei, "_load_attempted", True)
 
     from ecgsearch.proposals import UnseenProposalSampler
     from ecgsearch.study import create_sampler
