@@ -7,7 +7,8 @@ written as JSON.
 2. AMP vs fp32: training windows per second of E1, E12, E18 with mixed precision and without;
 3. K workers per GPU (``bench_gpu_share``): searched trials per minute and GPU utilization;
 4. data held on the device vs streamed by the loader: E18's training windows per second;
-5. the fixed cost per trial (``bench_trial_cost``): median wall time that is not training.
+5. the fixed cost per trial (``bench_trial_cost``): median wall time that is not training;
+6. cuDNN's autotuner (``torch.backends.cudnn.benchmark``) on vs off, windows per second.
 
 Sized for at most 8 minutes on one GPU; ``--quick --device cpu`` runs every part in a minute or
 so on a CPU (a test does, so the script is known to run where no GPU is lent).
@@ -101,6 +102,21 @@ def amp_speed(data, training, networks: tuple[str, ...], steps: int) -> dict[str
     return out
 
 
+def cudnn_benchmark_speed(data, training, networks: tuple[str, ...], steps: int) -> dict[str, Any]:
+    """cuDNN's autotuner on and off (a fast path kept only if it helps; a no-op on a CPU)."""
+    out = {}
+    for name in networks:
+        arch, speeds = arch_of(name, data), {}
+        for flag in (True, False):
+            torch.backends.cudnn.benchmark = flag
+            speeds[flag] = windows_per_second(arch, data, training, steps)
+        torch.backends.cudnn.benchmark = False
+        out[name] = {"on": speeds[True], "off": speeds[False], "ratio": speeds[True] / speeds[False]}
+        print(f"6 cudnn.benchmark {name}: {speeds[True]:.0f} vs {speeds[False]:.0f} windows/s "
+              f"({speeds[True] / speeds[False]:.2f}x)", flush=True)  # fmt: skip
+    return out
+
+
 def resident_speed(data, training, steps: int) -> dict[str, Any]:
     arch = arch_of("E18", data)
     held, streamed = (windows_per_second(arch, data, training, steps, resident_data=flag) for flag in (True, False))
@@ -137,6 +153,7 @@ def main() -> None:
                                              args.workspace / "share", device)  # fmt: skip
     figures["resident"] = resident_speed(data, training, sizes.speed_steps)
     on_device = {**raw, "training": {**raw["training"], "device": device}}
+    figures["cudnn_benchmark"] = cudnn_benchmark_speed(data, training, sizes.networks, sizes.speed_steps)
     cost = run_arm(on_device, args.workspace / "cost", sizes.cost_trials + 1, resident=None)
     print(f"5 fixed cost per trial: {cost['fixed_s']:.3f} s of {cost['wall_s']:.3f} s "
           f"({cost['fixed_share']:.0%}); test evaluation {cost['test evaluation s']:.3f} s", flush=True)  # fmt: skip

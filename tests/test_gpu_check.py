@@ -26,5 +26,6 @@ def test_gpu_check_runs_every_part_on_the_cpu_and_writes_its_figures(tmp_path: P
     assert all(row["trials"] == 2 and row["trials_per_min"] > 0 for row in figures["workers_per_gpu"])
     assert figures["resident"]["resident"] > 0 and figures["resident"]["streamed"] > 0
     assert 0 < figures["fixed_cost"]["fixed_share"] < 1
+    assert figures["cudnn_benchmark"]["E18"]["on"] > 0
     assert "RESULT workers_per_gpu=2 trials_per_min_ratio=" in done.stdout
     assert "RESULT amp_vs_fp32_E18=" in done.stdout and "device=cpu" in done.stdout
