@@ -204,7 +204,9 @@ class ResidentWindows:
         self.metadata = data.metadata.to(device)
         self.targets = data.targets.to(device)
 
-    def batches(self, data: WindowDataset, batch_size: int, generator: torch.Generator):
+    def batches(
+        self, data: WindowDataset, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """One epoch of (signal, metadata, target) batches on the device, in ``window_loader``'s order."""
         # A DataLoader draws its workers' base seed from the global generator at every epoch
         # (``window_loader``'s workers are not persistent); the same draw here keeps everything
