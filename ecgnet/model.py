@@ -112,12 +112,10 @@ class BasicBlock(nn.Module):
         self.downsample = downsample if downsample is not None else nn.Identity()
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """``lengths``: see ``ECGResNet.forward``; ``x`` is zero past them, and so is the result."""
+        """``lengths``: each record's length at this block's output (``output_lengths`` of its
+        ``conv1``; see ``ECGResNet.forward``); ``x`` is zero past its own, and so is the result."""
         identity = self.downsample(x)
-        out = self.dropout(self.relu(self.bn1(self.conv1(x))))
-        if lengths is not None:
-            lengths = output_lengths(self.conv1, lengths)
-            out = zero_past(out, lengths)
+        out = zero_past(self.dropout(self.relu(self.bn1(self.conv1(x)))), lengths)
         out = zero_past(self.bn2(self.conv2(out)), lengths)
         out = self.se(out, lengths) if isinstance(self.se, SELayer) else out
         return zero_past(self.relu(out + identity), lengths)
@@ -198,8 +196,8 @@ class ECGResNet(nn.Module):
         x = zero_past(self.maxpool(x), lengths := _stepped(self.maxpool, lengths))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             for block in stage:
-                x = block(x, lengths)
                 lengths = _stepped(block.conv1, lengths)
+                x = block(x, lengths)
         x = self.avgpool(x).flatten(1) if lengths is None else x.sum(dim=-1) / lengths[:, None]
         if self.fc1 is not None:
             if metadata is None:
