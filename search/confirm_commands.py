@@ -13,7 +13,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ecgsearch.confirm import confirm_jobs, enqueue_jobs
 from ecgsearch.errors import UserError
 from ecgsearch.metric_table import INT8_PREFIX
 from ecgsearch.optuna_internals import trial_by_number
@@ -24,7 +23,6 @@ from ecgsearch.seeds import CONFIRM_OF_ATTR, confirm_study_name, is_confirm_stud
 from ecgsearch.storage import StorageSettings
 from ecgsearch.study import SearchContext, open_study
 from ecgsearch.trial_record import THESIS_ATTR, network_trial
-from ecgsearch.worker import run_worker
 from ecgsearch.workspace import Workspace
 
 __all__ = ["choose_trials", "confirm"]
@@ -76,6 +74,11 @@ def confirm(
 
     Returns the exit code: 0, or 143 when SIGTERM stopped this process (its run is re-enqueued).
     """
+    # Here, not at the top: confirmation runs bring the training stack (torch: seconds of
+    # imports), which the other commands this module serves never need.
+    from ecgsearch.confirm import confirm_jobs, enqueue_jobs
+    from ecgsearch.worker import run_worker
+
     study, url = load_existing_study(workspace, storage, study_name)
     if is_confirm_study(study):
         raise UserError(f"{study_name!r} is a confirm study; give the study it confirms, "

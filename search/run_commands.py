@@ -24,7 +24,6 @@ from ecgsearch.results import repeats_line
 from ecgsearch.seeds import is_confirm_study
 from ecgsearch.storage import StorageSettings, redact, resolve_storage_url
 from ecgsearch.study import SearchContext, enqueue_thesis, open_study, study_settings
-from ecgsearch.worker import run_worker
 from ecgsearch.worker_group import run_group
 from ecgsearch.workspace import Workspace
 
@@ -157,6 +156,10 @@ def run(
     # A confirm study runs what `ecgsearch confirm` enqueued, not up to a total.
     total = sum(t.state != TrialState.FAIL for t in trials) if is_confirm_study(study) else chosen.total
     display = LiveDisplay(console, total, min(done, total))
+    # Here, not at the top: the worker brings the training stack (torch: seconds of imports),
+    # which the commands that only plan or submit never need.
+    from ecgsearch.worker import run_worker
+
     with display.progress:
         report = run_worker(context, study=study, on_event=display)
     console.print(

@@ -49,8 +49,12 @@ from ecgsearch.worker_group import claim_gpu_share
 
 __all__ = ["WorkerReport", "run_worker"]
 
-# How long a full study's worker waits between looks at trials other workers are running.
+# How long a full study's worker waits between looks at trials other workers are running: from
+# a second (the last trials of a study often end within it) growing to ten (a long wait costs the
+# database one look per worker every ten seconds).
+FIRST_WAIT_POLL_SECONDS = 1.0
 MAX_WAIT_POLL_SECONDS = 10.0
+WAIT_POLL_GROWTH = 1.5
 
 
 @dataclasses.dataclass
@@ -150,7 +154,8 @@ class _Worker:
                                          hooks=hooks)  # fmt: skip
         self.report = WorkerReport()
         self.recent_failures: list[str] = []
-        self.poll = max(1.0, min(float(settings.heartbeat_interval), MAX_WAIT_POLL_SECONDS))
+        self.max_poll = max(FIRST_WAIT_POLL_SECONDS, min(float(settings.heartbeat_interval), MAX_WAIT_POLL_SECONDS))
+        self.poll = FIRST_WAIT_POLL_SECONDS
         self.waiting_shown = False
 
     def _latency_calibration(self, num_classes: int):
@@ -238,8 +243,10 @@ class _Worker:
                     self.on_event({"event": "study_waiting", "running": count_trials(study, TrialState.RUNNING)})
                     self.waiting_shown = True
                 time.sleep(self.poll)
+                self.poll = min(self.poll * WAIT_POLL_GROWTH, self.max_poll)
                 return "again"
             self.waiting_shown = False
+            self.poll = FIRST_WAIT_POLL_SECONDS
             study.optimize(self.objective, n_trials=1, catch=(Exception,))
         except TrialInterrupted:
             report.terminated = True

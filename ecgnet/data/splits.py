@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from ecgnet.data.cache_reader import ECGCache
 from ecgnet.data.labels import DEFAULT_CLASS_SET
@@ -72,6 +71,9 @@ def make_split(
     np.logical_or.at(patient_labels, patient_of_record, labels)
     if len(patient_ids) < folds:
         raise InputError(f"{len(patient_ids)} patients in the training pool: too few for {folds} folds")
+    # Imported here: it brings scikit-learn and SciPy (seconds), which reading a split never needs.
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
     splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     _, val_patients = list(splitter.split(np.zeros(len(patient_ids)), patient_labels.astype(int)))[fold]
     is_val = np.isin(patient_of_record, val_patients)
