@@ -46,13 +46,13 @@ from scipy.stats import spearmanr
 
 from ecgnet.runner import RunOutcome
 from ecgnet.train import TrainResult
-from ecgsearch.definition import StudyDefinition, load_definition
-from ecgsearch.objective import TrialObjective
-from ecgsearch.proposals import UnseenProposalSampler
-from ecgsearch.study import SearchContext, create_sampler, open_study
-from ecgsearch.training_cost import hypervolume_by_epochs
-from ecgsearch.worker import run_worker
-from ecgsearch.workspace import Workspace
+from ecgsearch.analysis.training_cost import hypervolume_by_epochs
+from ecgsearch.study.definition import StudyDefinition, load_definition
+from ecgsearch.study.proposals import UnseenProposalSampler
+from ecgsearch.study.study import SearchContext, create_sampler, open_study
+from ecgsearch.study.workspace import Workspace
+from ecgsearch.trials.objective import TrialObjective
+from ecgsearch.trials.worker import run_worker
 
 TABLE = Path(__file__).parent / "data" / "demo_long_replay.json"
 # How far apart two values of a parameter are, as a share of its range (others: 0 same, 1 not).

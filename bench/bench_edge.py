@@ -34,8 +34,8 @@ from ecgnet.int8 import add_int8
 from ecgnet.latency import onnx_latency
 from ecgnet.model import METADATA_INPUTS
 from ecgnet.runner import load_data
-from ecgsearch.result_commands import definition_of, load_existing_study
-from ecgsearch.results import export_trial
+from ecgsearch.analysis.results import export_trial
+from ecgsearch.commands.results import definition_of, load_existing_study
 from ecgsearch.trial_record import THESIS_ATTR
 
 GOAL_CONFIGS = ("E1", "E12", "E17", "E18")

@@ -29,7 +29,7 @@ from typing import Any
 
 import optuna
 
-from ecgsearch.optuna_logging import quiet_optuna
+from ecgsearch.storage.optuna_logging import quiet_optuna
 
 ECGSEARCH = [sys.executable, "-m", "ecgsearch.cli"]
 

@@ -42,17 +42,17 @@ from optuna.trial import TrialState
 from ecgnet.runner import load_data, reseeded, train_and_evaluate
 from ecgnet.size import describe_size
 from ecgnet.thesis import thesis_config
-from ecgsearch.definition import StudyDefinition, load_definition, parse_definition
-from ecgsearch.hypervolume import hypervolume
-from ecgsearch.optuna_internals import trial_by_number
-from ecgsearch.optuna_logging import quiet_optuna
-from ecgsearch.results import pareto_rows, study_classes
-from ecgsearch.seeds import SeedSummary, robustly_dominates, summarize
-from ecgsearch.study import SearchContext, open_study
-from ecgsearch.training_cost import training_cost
+from ecgsearch.analysis.hypervolume import hypervolume
+from ecgsearch.analysis.results import pareto_rows, study_classes
+from ecgsearch.analysis.seeds import SeedSummary, robustly_dominates, summarize
+from ecgsearch.analysis.training_cost import training_cost
+from ecgsearch.storage.optuna_internals import trial_by_number
+from ecgsearch.storage.optuna_logging import quiet_optuna
+from ecgsearch.study.definition import StudyDefinition, load_definition, parse_definition
+from ecgsearch.study.study import SearchContext, open_study
+from ecgsearch.study.workspace import Workspace
 from ecgsearch.trial_record import THESIS_ATTR
-from ecgsearch.worker import run_worker
-from ecgsearch.workspace import Workspace
+from ecgsearch.trials.worker import run_worker
 
 METHODS = {"tpe": {}, "front": {"seeds": {"front": 3, "margin": 0.02}}, "qnehvi": {"sampler": {"name": "botorch"}}}
 OBJECTIVES = (["val_micro_auroc", "size_mb"], ["maximize", "minimize"])

@@ -1,6 +1,6 @@
 """Cluster-scale benchmark: many workers on one PostgreSQL study, with and without a connection cap.
 
-Part ``cap``: N real worker processes (``ecgsearch.worker.run_worker``, the tiny test definition,
+Part ``cap``: N real worker processes (``ecgsearch.trials.worker.run_worker``, the tiny test definition,
 training replaced by a sleep so the CPU stays free) fill one study, once as a role without a
 connection limit and once as a role created with ``CONNECTION LIMIT C``. While they run,
 ``pg_stat_activity`` is sampled every 0.1 s. Printed per run: trials/s (first start to last
@@ -81,11 +81,11 @@ def worker_main(args: argparse.Namespace) -> int:
     import optuna
 
     from ecgnet.metric_names import HEADLINE_METRICS
-    from ecgsearch.definition import load_definition
-    from ecgsearch.objective import TrialObjective
-    from ecgsearch.study import SearchContext
-    from ecgsearch.worker import run_worker
-    from ecgsearch.workspace import Workspace
+    from ecgsearch.study.definition import load_definition
+    from ecgsearch.study.study import SearchContext
+    from ecgsearch.study.workspace import Workspace
+    from ecgsearch.trials.objective import TrialObjective
+    from ecgsearch.trials.worker import run_worker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -149,10 +149,10 @@ def run_array(workers: int, cap: int | None, trials: int, sleep: float, workspac
     """One study filled by ``workers`` processes as a role capped at ``cap`` connections (None: no cap)."""
     import optuna
 
-    from ecgsearch.definition import load_definition
-    from ecgsearch.storage import open_storage
-    from ecgsearch.study import SearchContext, open_study
-    from ecgsearch.workspace import Workspace
+    from ecgsearch.storage.storage import open_storage
+    from ecgsearch.study.definition import load_definition
+    from ecgsearch.study.study import SearchContext, open_study
+    from ecgsearch.study.workspace import Workspace
 
     role, password = make_role(cap)
     env = {**os.environ, "PGPASSWORD": password, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -232,9 +232,9 @@ def part_cap(args: argparse.Namespace) -> None:
 def part_large(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from ecgsearch.definition import load_definition
-    from ecgsearch.study import SearchContext, open_study
-    from ecgsearch.workspace import Workspace
+    from ecgsearch.study.definition import load_definition
+    from ecgsearch.study.study import SearchContext, open_study
+    from ecgsearch.study.workspace import Workspace
 
     print("Part large: pre-filled demo studies on PostgreSQL. Ask lock: seconds held per ask over a few worker "
           "trials (reaping, counting, TPE with our proposal wrapper). Commands: wall seconds from start to exit, "
@@ -286,7 +286,7 @@ def dashboard_page(where: list[str], study_id: int, env: dict[str, str]) -> tupl
     """Seconds of the dashboard's study-page API call (all trials), first and second time."""
     import urllib.request
 
-    from ecgsearch.dashboard_server import TOKEN_ENV
+    from ecgsearch.commands.dashboard_server import TOKEN_ENV
 
     port = 18000 + os.getpid() % 1000
     token = secrets.token_urlsafe(32)
@@ -324,8 +324,8 @@ def prefill(study, definition, count: int, rng) -> None:
     from sqlalchemy import insert
 
     from ecgnet.metric_names import HEADLINE_METRICS
-    from ecgsearch.optuna_internals import storage_backend
-    from ecgsearch.proposals import network_key
+    from ecgsearch.storage.optuna_internals import storage_backend
+    from ecgsearch.study.proposals import network_key
 
     distributions = definition.space.distributions()
     epochs = definition.training.epochs

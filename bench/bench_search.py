@@ -6,7 +6,7 @@ training replaced by a no-op, beside a bare ``study.optimize`` loop with the sam
 search space on the same PostgreSQL, with 1 and 8 workers, on a fresh study and on one
 pre-filled with 2,000 trials. Each worker times 50 trials; figures are ms per trial per worker.
 
-Part 2 (in memory): hypervolume (``ecgsearch.hypervolume``: AUROC vs log10 MB, reference
+Part 2 (in memory): hypervolume (``ecgsearch.analysis.hypervolume``: AUROC vs log10 MB, reference
 0.5 / 64 MB) after 50, 100, 200 trials for TPE, NSGA-II and random search over 5 seeds, on a
 stand-in objective: the true size of each sampled architecture and an AUROC surface fitted to
 Table 4.1's micro AUROCs, plus noise.
@@ -41,14 +41,14 @@ from optuna.trial import TrialState
 from ecgnet.metric_names import HEADLINE_METRICS
 from ecgnet.size import describe_size
 from ecgnet.thesis import thesis_experiments
-from ecgsearch.definition import load_definition
-from ecgsearch.hypervolume import hypervolume
-from ecgsearch.objective import TrialObjective
-from ecgsearch.proposals import UnseenProposalSampler, network_key
-from ecgsearch.storage import StorageSettings, open_storage
-from ecgsearch.study import SearchContext, open_study
-from ecgsearch.worker import run_worker
-from ecgsearch.workspace import Workspace
+from ecgsearch.analysis.hypervolume import hypervolume
+from ecgsearch.storage.storage import StorageSettings, open_storage
+from ecgsearch.study.definition import load_definition
+from ecgsearch.study.proposals import UnseenProposalSampler, network_key
+from ecgsearch.study.study import SearchContext, open_study
+from ecgsearch.study.workspace import Workspace
+from ecgsearch.trials.objective import TrialObjective
+from ecgsearch.trials.worker import run_worker
 
 TRIALS_PER_WORKER = 50
 TRIALS_PER_WORKER_PREFILLED = 20  # TPE over 2,000 trials costs seconds per ask on 2 shared cores

@@ -38,12 +38,12 @@ import optuna
 
 import ecgnet.runner
 from ecgnet.train import resolve_device
-from ecgsearch.definition import load_definition, parse_definition
-from ecgsearch.objective import TrialObjective
-from ecgsearch.optuna_logging import quiet_optuna
-from ecgsearch.study import SearchContext, open_study
-from ecgsearch.worker import run_worker
-from ecgsearch.workspace import Workspace
+from ecgsearch.storage.optuna_logging import quiet_optuna
+from ecgsearch.study.definition import load_definition, parse_definition
+from ecgsearch.study.study import SearchContext, open_study
+from ecgsearch.study.workspace import Workspace
+from ecgsearch.trials.objective import TrialObjective
+from ecgsearch.trials.worker import run_worker
 
 PHASES = {"test evaluation": (ecgnet.runner, "evaluate"),
           "size and MACs": (TrialObjective, "_pretraining_figures"),

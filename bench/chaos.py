@@ -29,7 +29,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ecgsearch.storage import open_storage
+from ecgsearch.storage.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "fixtures" / "studies" / "tiny.toml"

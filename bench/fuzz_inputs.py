@@ -124,7 +124,7 @@ def read_records(folder: Path) -> str:
 
 
 def read_definition(folder: Path) -> str:
-    from ecgsearch.definition import load_definition
+    from ecgsearch.study.definition import load_definition
 
     try:
         load_definition(folder / "study.toml")

@@ -29,9 +29,9 @@ import torch
 from ecgnet.runner import load_data, train_and_evaluate
 from ecgnet.thesis import thesis_config
 from ecgnet.train import train_model
-from ecgsearch.definition import load_definition, parse_definition
-from ecgsearch.optuna_logging import quiet_optuna
-from ecgsearch.workspace import Workspace
+from ecgsearch.storage.optuna_logging import quiet_optuna
+from ecgsearch.study.definition import load_definition, parse_definition
+from ecgsearch.study.workspace import Workspace
 
 
 @dataclasses.dataclass(frozen=True)

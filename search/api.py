@@ -26,11 +26,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from ecgsearch.defaults import DEFAULT_WORKSPACE
-from ecgsearch.errors import UserError
-from ecgsearch.optuna_internals import count_trials, trial_by_number, trial_summaries
-from ecgsearch.optuna_logging import quiet_optuna
-from ecgsearch.results import (
+from ecgsearch.analysis.results import (
     SHOWN_METRICS,
     best_trial,
     export_trial,
@@ -41,7 +37,11 @@ from ecgsearch.results import (
     study_space,
     trial_row,
 )
-from ecgsearch.storage import StorageSettings, open_storage, redact, resolve_storage_url
+from ecgsearch.errors import UserError
+from ecgsearch.storage.optuna_internals import count_trials, trial_by_number, trial_summaries
+from ecgsearch.storage.optuna_logging import quiet_optuna
+from ecgsearch.storage.storage import StorageSettings, open_storage, redact, resolve_storage_url
+from ecgsearch.study.defaults import DEFAULT_WORKSPACE
 from ecgsearch.trial_record import ROW_ATTRS
 
 if TYPE_CHECKING:

@@ -18,6 +18,7 @@ __all__ = [
     "METRIC_TABLE",
     "UNTRAINED",
     "Metric",
+    "dominates",
     "hypervolume_reference",
     "is_log_scale",
 ]
@@ -88,3 +89,10 @@ def is_log_scale(metric: str) -> bool:
     """Sizes, counts and times: compared in hypervolume and plotted on a log10 scale."""
     known = METRIC_TABLE.get(metric)
     return known is not None and known.before_training
+
+
+def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
+    """Plain Pareto dominance of value vectors: no worse in every objective, better in one."""
+    signs = [1.0 if d == "maximize" else -1.0 for d in directions]
+    gains = [s * (x - y) for s, x, y in zip(signs, a, b, strict=True)]
+    return all(g >= 0 for g in gains) and any(g > 0 for g in gains)

@@ -27,7 +27,7 @@ from ecgnet.data.synth import write_synthetic_dataset
 from ecgnet.errors import InputError
 from ecgnet.model import ECGResNet
 from ecgnet.thesis import thesis_config
-from ecgsearch.workspace import data_fingerprint
+from ecgsearch.study.workspace import data_fingerprint
 
 SMALL_ARCH = json.dumps({"blocks": [1, 1, 1, 1], "width_multiplier": 0.25})
 

@@ -16,8 +16,9 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import ecgsearch, environment, load, run, unique_name, worker_command
 
-from ecgsearch.results import seed_summary, seed_table
-from ecgsearch.seeds import SeedSummary, dominates, robustly_dominates
+from ecgsearch.analysis.results import seed_summary, seed_table
+from ecgsearch.analysis.seeds import SeedSummary, robustly_dominates
+from ecgsearch.metric_table import dominates
 
 NAMES = ["val_micro_auroc", "size_mb"]
 DIRECTIONS = ["maximize", "minimize"]

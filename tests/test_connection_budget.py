@@ -25,9 +25,9 @@ import sqlalchemy
 from optuna.trial import TrialState
 from search_helpers import ONE_THREAD, environment, load, unique_name, wait_for, worker_command
 
-from ecgsearch.connection_guard import LockLost, StorageUnavailable
-from ecgsearch.db_lock import DatabaseLock
-from ecgsearch.storage import StorageSettings, open_storage
+from ecgsearch.storage.connection_guard import LockLost, StorageUnavailable
+from ecgsearch.storage.db_lock import DatabaseLock
+from ecgsearch.storage.storage import StorageSettings, open_storage
 
 pytestmark = pytest.mark.services
 
@@ -212,7 +212,7 @@ def test_the_lock_wait_names_its_holder_and_has_a_bound(postgres_url, role_passw
         lines: list[str] = []
         waiter.guard.log = lines.append
         other = DatabaseLock(waiter, "ask:s", wait_timeout=1.5)
-        monkeypatch.setattr("ecgsearch.db_lock.WAIT_REPORT_SECONDS", 0.5)
+        monkeypatch.setattr("ecgsearch.storage.db_lock.WAIT_REPORT_SECONDS", 0.5)
         with pytest.raises(StorageUnavailable, match=r"waited \d+ s for the database lock 'ask:s', held by ecgsearch"):
             other.acquire()
         assert len(lines) == 1 and re.search(r"held by ecgsearch \S+:\d+ \(server pid \d+", lines[0])
@@ -246,10 +246,10 @@ def test_an_ask_whose_lock_was_lost_starts_over_and_the_study_still_ends_at_its_
     is failed with the reason and queued again uncounted, and the study ends with exactly its total."""
     from search_helpers import TINY
 
-    from ecgsearch.definition import load_definition
-    from ecgsearch.study import SearchContext, open_study
-    from ecgsearch.worker import run_worker
-    from ecgsearch.workspace import Workspace
+    from ecgsearch.study.definition import load_definition
+    from ecgsearch.study.study import SearchContext, open_study
+    from ecgsearch.study.workspace import Workspace
+    from ecgsearch.trials.worker import run_worker
 
     with capped_role(postgres_url, 3) as (url, password):
         role_password(password)

@@ -24,7 +24,7 @@ from ecgnet.errors import InputError
 from ecgnet.predict import read_for_prediction
 from ecgnet.runner import load_data
 from ecgnet.train_config import TrainConfig
-from ecgsearch.definition import DefinitionError, load_definition
+from ecgsearch.study.definition import DefinitionError, load_definition
 
 with warnings.catch_warnings():  # wfdb calls pandas in ways pandas 3 deprecates; not ours to fix
     warnings.simplefilter("ignore", DeprecationWarning)

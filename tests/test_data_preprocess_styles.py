@@ -25,10 +25,10 @@ from ecgnet.export import export_model, load_model
 from ecgnet.model import ECGResNet
 from ecgnet.predict import predict_files
 from ecgsearch.cli import main
-from ecgsearch.definition import load_definition
 from ecgsearch.errors import UserError
-from ecgsearch.study import SearchContext
-from ecgsearch.workspace import Workspace, data_fingerprint
+from ecgsearch.study.definition import load_definition
+from ecgsearch.study.study import SearchContext
+from ecgsearch.study.workspace import Workspace, data_fingerprint
 
 RECORDS = ("E07500", "E07501", "E07514", "HR06000", "HR06001", "JS20000", "JS20005")
 BASE_CODE = PreprocessConfig(style="base-code")

@@ -17,9 +17,9 @@ from ecgnet.data.preprocess import PREPROCESS_STYLES
 from ecgnet.data_spec import DataSpec
 from ecgnet.errors import InputError
 from ecgnet.train_config import TrainConfig
-from ecgsearch.defaults import SAMPLERS
-from ecgsearch.definition import DefinitionError, load_definition, parse_definition, shipped_definitions
-from ecgsearch.definition_schema import (
+from ecgsearch.study.defaults import SAMPLERS
+from ecgsearch.study.definition import DefinitionError, load_definition, parse_definition, shipped_definitions
+from ecgsearch.study.definition_schema import (
     DATA_DEFAULTS,
     SAMPLER_SETTINGS,
     ClassSetName,
@@ -28,7 +28,7 @@ from ecgsearch.definition_schema import (
     SpaceModel,
     TrainingModel,
 )
-from ecgsearch.space import SearchSpace
+from ecgsearch.study.space import SearchSpace
 
 # (text in tiny.toml, its replacement): "" prepends the replacement, i.e. a top-level key.
 BAD = {
@@ -195,9 +195,9 @@ def test_schema_choices_follow_ecgnet() -> None:
 
 
 def test_objective_names_limits_and_references_come_from_one_metric_table() -> None:
-    from ecgsearch.definition import METRICS
-    from ecgsearch.hypervolume import REFERENCE_AUROC, REFERENCE_MB
+    from ecgsearch.analysis.hypervolume import REFERENCE_AUROC, REFERENCE_MB
     from ecgsearch.metric_table import LIMIT_METRICS, METRIC_TABLE, UNTRAINED, hypervolume_reference, is_log_scale
+    from ecgsearch.study.definition import METRICS
 
     assert METRICS == {name: metric.direction for name, metric in METRIC_TABLE.items()}
     assert set(LIMIT_METRICS) == {"size_mb", "params", "macs", "latency_ms", "int8_size_mb"}

@@ -12,13 +12,13 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import ECGSEARCH, TINY, environment, load, run, unique_name
 
-from ecgsearch.definition import DefinitionError, load_definition
-from ecgsearch.early_stopping import crowding_distances, nondominated_fronts, rung_decision
-from ecgsearch.proposals import UnseenProposalSampler
-from ecgsearch.report import report_data, write_report
-from ecgsearch.results import repeats_line
-from ecgsearch.study import create_sampler
-from ecgsearch.training_cost import budget_epochs, hypervolume_by_epochs, training_cost
+from ecgsearch.analysis.report import report_data, write_report
+from ecgsearch.analysis.results import repeats_line
+from ecgsearch.analysis.training_cost import budget_epochs, hypervolume_by_epochs, training_cost
+from ecgsearch.study.definition import DefinitionError, load_definition
+from ecgsearch.study.early_stopping import crowding_distances, nondominated_fronts, rung_decision
+from ecgsearch.study.proposals import UnseenProposalSampler
+from ecgsearch.study.study import create_sampler
 
 AUROC_MB = ("maximize", "minimize")
 

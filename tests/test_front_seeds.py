@@ -16,13 +16,13 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import ONE_THREAD, TINY, environment, load, unique_name, worker_command
 
-from ecgsearch.definition import DefinitionError, load_definition, parse_definition
-from ecgsearch.front_seeds import near_front
-from ecgsearch.results import pareto_rows, seed_table
-from ecgsearch.study import SearchContext, open_study
-from ecgsearch.training_cost import training_cost
-from ecgsearch.worker import run_worker
-from ecgsearch.workspace import Workspace
+from ecgsearch.analysis.results import pareto_rows, seed_table
+from ecgsearch.analysis.training_cost import training_cost
+from ecgsearch.study.definition import DefinitionError, load_definition, parse_definition
+from ecgsearch.study.front_seeds import near_front
+from ecgsearch.study.study import SearchContext, open_study
+from ecgsearch.study.workspace import Workspace
+from ecgsearch.trials.worker import run_worker
 
 UP_DOWN = ("maximize", "minimize")
 
@@ -142,8 +142,8 @@ def test_the_botorch_sampler_proposes_new_networks_with_qnehvi(monkeypatch) -> N
     # 40 s on a fresh machine, then cached); its pure-Python twin computes the same thing.
     monkeypatch.setattr(logei, "_load_attempted", True)
 
-    from ecgsearch.proposals import UnseenProposalSampler
-    from ecgsearch.study import create_sampler
+    from ecgsearch.study.proposals import UnseenProposalSampler
+    from ecgsearch.study.study import create_sampler
 
     # Two startup trials: the tiny definition's 4 would make this test minutes long.
     raw = tomllib.loads(TINY.read_text()) | {"sampler": {"name": "botorch", "n_startup_trials": 2}}

@@ -71,7 +71,7 @@ def test_bytes_appended_to_a_mat_file_are_not_read_as_variables(tmp_path: Path) 
 
 def test_a_definition_that_is_not_utf8_is_one_error_naming_it(tmp_path: Path) -> None:
     """Found by fuzzing: a UnicodeDecodeError escaped load_definition."""
-    from ecgsearch.definition import DefinitionError, load_definition
+    from ecgsearch.study.definition import DefinitionError, load_definition
 
     path = tmp_path / "study.toml"
     path.write_bytes((ROOT / "studies" / "demo.toml").read_bytes().replace(b"search", b"s\xde\x0e\xad", 1))

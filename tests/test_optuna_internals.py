@@ -1,4 +1,4 @@
-"""Each use of Optuna's private API (ecgsearch.optuna_internals) on a real SQLite study.
+"""Each use of Optuna's private API (ecgsearch.storage.optuna_internals) on a real SQLite study.
 
 When a new Optuna release moves one of these, the test naming it fails first.
 """
@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ecgsearch.optuna_internals import (
+from ecgsearch.storage.optuna_internals import (
     count_trials,
     hypervolume_of_losses,
     non_domination_ranks,
@@ -28,7 +28,7 @@ from ecgsearch.optuna_internals import (
     trial_summaries,
     trials_just_read,
 )
-from ecgsearch.storage import ResilientRDBStorage, open_storage
+from ecgsearch.storage.storage import ResilientRDBStorage, open_storage
 
 
 @pytest.fixture

@@ -14,25 +14,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_ecgnet_imports_neither_ecgsearch_nor_optuna() -> None:
-    code = (
-        "import sys, ecgnet, ecgnet.model, ecgnet.size, ecgnet.thesis;"
-        "ecgnet.thesis_experiments();"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('ecgsearch', 'optuna')];"
-        "assert not bad, bad"
-    )
+def assert_never_imported(modules: str, absent: tuple[str, ...], then: str = "") -> None:
+    """Importing ``modules`` (comma-separated) in a fresh interpreter loads none of ``absent``."""
+    code = (f"import sys, {modules}\n{then}\nbad = [m for m in sys.modules if m.split('.')[0] in {absent!r}]\n"
+            "assert not bad, bad")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+def test_ecgnet_imports_neither_ecgsearch_nor_optuna() -> None:
+    assert_never_imported("ecgnet, ecgnet.model, ecgnet.size, ecgnet.thesis", ("ecgsearch", "optuna"),
+                          then="ecgnet.thesis_experiments()")  # fmt: skip
 
 
 def test_the_commands_that_read_a_study_do_not_import_torch() -> None:
     # pareto, report and export's lookup start in about 2 s, not 5-8: no torch, ONNX, scipy or h5py
     # until a command trains, exports or counts the MACs of a trial that did not record them.
-    code = (
-        "import sys, ecgsearch.cli, ecgsearch.result_commands, ecgsearch.report, ecgsearch.api;"
-        "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'scipy', 'h5py', 'pandas') if m in sys.modules];"
-        "assert not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+    assert_never_imported("ecgsearch.cli, ecgsearch.commands.results, ecgsearch.analysis.report, ecgsearch.api",
+                          ("torch", "onnx", "onnxruntime", "scipy", "h5py", "pandas"))  # fmt: skip
+
+
+def test_the_commands_that_plan_or_submit_do_not_import_torch_or_scikit_learn() -> None:
+    # `slurm submit`, `confirm --no-run`, `run --workers K`'s parent and `data prepare` start in
+    # about 2 s, not 6-11: the worker and the splitter bring torch and scikit-learn where they train.
+    assert_never_imported("ecgsearch.commands.run, ecgsearch.commands.slurm, ecgsearch.commands.confirm, "
+                          "ecgsearch.commands.data, ecgsearch.trials.worker_group", ("torch", "sklearn"))  # fmt: skip
 
 
 def test_ecgnet_sources_never_mention_the_search_side() -> None:
@@ -62,7 +67,10 @@ def test_wheel_ships_the_named_architectures_and_both_packages(wheel: zipfile.Zi
             "ecgnet/configs/challenge2021_LICENSE"} <= names  # fmt: skip
     assert {"ecgsearch/studies/demo.toml", "ecgsearch/studies/thesis.toml", "ecgsearch/slurm/worker.sbatch"} <= names
     assert "ecgnet/model.py" in names
-    assert "ecgsearch/cli.py" in names  # the folder search/ installs as ecgsearch
+    # Every module, sub-packages too; the folder search/ installs as ecgsearch.
+    sources = {f"ecgnet/{p.relative_to(ROOT / 'ecgnet')}" for p in (ROOT / "ecgnet").rglob("*.py")}
+    sources |= {f"ecgsearch/{p.relative_to(ROOT / 'search')}" for p in (ROOT / "search").rglob("*.py")}
+    assert sources - names == set()
     assert not any(n.startswith(("search/", "studies/", "slurm/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ecgsearch = ecgsearch.cli:main" in wheel.read(entry_points).decode()

@@ -11,8 +11,8 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import ONE_THREAD, TINY, environment, load, unique_name, worker_command
 
-from ecgsearch.definition import load_definition
-from ecgsearch.proposals import PROPOSAL_ATTR, UnseenProposalSampler, history_window, network_key
+from ecgsearch.study.definition import load_definition
+from ecgsearch.study.proposals import PROPOSAL_ATTR, UnseenProposalSampler, history_window, network_key
 
 SPACE = load_definition(TINY).space
 FAVOURITE = {"blocks_1": 1, "blocks_2": 1, "blocks_3": 1, "blocks_4": 1, "width_multiplier": 0.125,

@@ -72,9 +72,9 @@ def test_two_workers_fill_one_study_to_exactly_its_trial_count_and_keep_every_ru
 
 
 def _enqueue_after_barrier(barrier, url: str, workspace: str, name: str) -> None:
-    from ecgsearch.definition import load_definition
-    from ecgsearch.study import SearchContext, enqueue_thesis, open_study
-    from ecgsearch.workspace import Workspace
+    from ecgsearch.study.definition import load_definition
+    from ecgsearch.study.study import SearchContext, enqueue_thesis, open_study
+    from ecgsearch.study.workspace import Workspace
 
     context = SearchContext.prepare(load_definition("demo"), Workspace(Path(workspace)), url, study_name=name)
     study = open_study(context)
@@ -84,7 +84,7 @@ def _enqueue_after_barrier(barrier, url: str, workspace: str, name: str) -> None
 
 def test_eight_concurrent_enqueue_thesis_calls_create_one_trial_per_e_name(postgres_url: str, tmp_path: Path) -> None:
     name = unique_name("enqueue")
-    from ecgsearch.workspace import Workspace
+    from ecgsearch.study.workspace import Workspace
 
     Workspace(tmp_path).create().synthetic_cache(400, 0)  # prepared once, before the race
     spawn = multiprocessing.get_context("spawn")

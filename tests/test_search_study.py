@@ -16,9 +16,9 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import ECGSEARCH, TINY, environment, run, unique_name, worker_command
 
-from ecgsearch.definition import load_definition
-from ecgsearch.study import SearchContext, StudyMismatchError, open_study
-from ecgsearch.workspace import Workspace
+from ecgsearch.study.definition import load_definition
+from ecgsearch.study.study import SearchContext, StudyMismatchError, open_study
+from ecgsearch.study.workspace import Workspace
 
 
 def sqlite_study(workspace: Path, name: str) -> optuna.Study:
@@ -139,8 +139,8 @@ def test_a_repeated_configuration_is_not_trained_again(tmp_path: Path) -> None:
 
 def test_a_sigterm_whose_exception_is_swallowed_still_fails_the_trial(tmp_path: Path) -> None:
     """Python drops a signal handler's exception raised inside a finalizer: the flag must still stop the trial."""
-    from ecgsearch.objective import TrialObjective
-    from ecgsearch.worker import run_worker
+    from ecgsearch.trials.objective import TrialObjective
+    from ecgsearch.trials.worker import run_worker
 
     class SwallowingObjective(TrialObjective):
         def _train(self, trial, arch, **options):
@@ -231,7 +231,7 @@ def test_ecgsearch_run_with_no_arguments_works_on_sqlite_and_stops_cleanly(tmp_p
     again, E-name and all.
     """
 
-    from ecgsearch.storage import open_storage
+    from ecgsearch.storage.storage import open_storage
 
     env = environment(None)
     demo = subprocess.Popen([*ECGSEARCH, "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -268,7 +268,7 @@ def test_ecgsearch_run_with_no_arguments_works_on_sqlite_and_stops_cleanly(tmp_p
 
 
 def test_hypervolume_hand_worked_on_auroc_and_log_size() -> None:
-    from ecgsearch.hypervolume import hypervolume
+    from ecgsearch.analysis.hypervolume import hypervolume
 
     assert hypervolume([(0.75, 6.4)]) == pytest.approx(0.25 * 1.0)
     two = [(0.75, 6.4), (0.6, 0.64)]
@@ -278,7 +278,7 @@ def test_hypervolume_hand_worked_on_auroc_and_log_size() -> None:
 
 
 def test_report_shows_front_thesis_configs_and_hypervolume(finished, tmp_path: Path) -> None:
-    from ecgsearch.report import report_data
+    from ecgsearch.analysis.report import report_data
 
     workspace, name, _ = finished
     out = run([*ECGSEARCH, "report", "--study-name", name, "--workspace", str(workspace), "--out",
@@ -414,7 +414,7 @@ def test_dashboard_in_a_headless_browser_shows_the_study_and_its_pareto_front(fi
 
         # The report, read at a glance: the main plot fills the page's width at a readable height,
         # and the E1-E18 table is a row per configuration (counts, not lists of trial numbers).
-        from ecgsearch.report import write_report
+        from ecgsearch.analysis.report import write_report
 
         report = write_report(study, ARTIFACTS / "report.html")
         browser.get(report.as_uri())
@@ -452,8 +452,8 @@ def test_dashboard_on_a_unix_socket_is_private_and_asks_for_the_token(finished, 
 
 def test_the_python_api_reads_the_front_and_trials_and_exports_the_best(finished, tmp_path: Path) -> None:
     from ecgsearch import api
+    from ecgsearch.analysis.results import best_trial, feasible_trained, pareto_rows
     from ecgsearch.errors import UserError
-    from ecgsearch.results import best_trial, feasible_trained, pareto_rows
 
     workspace, name, _ = finished
     study = api.load_study(name, workspace=workspace)

@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import ECGSEARCH, TINY, environment, slow_definition, unique_name
 
-from ecgsearch.results import seed_table
+from ecgsearch.analysis.results import seed_table
 
 pytestmark = pytest.mark.services
 

@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from ecgsearch.db_lock import DatabaseLock
+from ecgsearch.storage.db_lock import DatabaseLock
 
 
 def test_the_lock_excludes_waiters_and_leaves_no_lock_file(tmp_path: Path) -> None:

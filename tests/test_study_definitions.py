@@ -8,8 +8,8 @@ import pytest
 from search_helpers import TINY
 
 from ecgnet.thesis import thesis_experiments
-from ecgsearch.definition import DefinitionError, load_definition, shipped_definitions
-from ecgsearch.storage import redact, resolve_storage_url
+from ecgsearch.storage.storage import redact, resolve_storage_url
+from ecgsearch.study.definition import DefinitionError, load_definition, shipped_definitions
 
 
 def test_shipped_definitions_load_and_express_every_thesis_config() -> None:
@@ -61,7 +61,7 @@ def test_storage_url_precedence_and_redaction(tmp_path: Path, monkeypatch) -> No
 
 
 def test_how_data_travels_to_the_device_leaves_a_definitions_fingerprint_alone() -> None:
-    from ecgsearch.definition import load_definition, parse_definition
+    from ecgsearch.study.definition import load_definition, parse_definition
 
     demo = load_definition("demo")
     for held in (True, False):

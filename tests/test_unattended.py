@@ -34,13 +34,13 @@ from search_helpers import (
     worker_command,
 )
 
-from ecgsearch.definition import load_definition
-from ecgsearch.objective import TrialInterrupted, TrialObjective
-from ecgsearch.retry import RetryFailedTrial
-from ecgsearch.signals import ignore_unraisable
-from ecgsearch.storage import StorageSettings, open_storage
-from ecgsearch.study import SearchContext, open_study
-from ecgsearch.workspace import Workspace
+from ecgsearch.storage.retry import RetryFailedTrial
+from ecgsearch.storage.storage import StorageSettings, open_storage
+from ecgsearch.study.definition import load_definition
+from ecgsearch.study.study import SearchContext, open_study
+from ecgsearch.study.workspace import Workspace
+from ecgsearch.trials.objective import TrialInterrupted, TrialObjective
+from ecgsearch.trials.signals import ignore_unraisable
 
 SERVICES = Path(__file__).resolve().parents[1] / ".ci" / "services.sh"
 
@@ -259,7 +259,7 @@ def test_a_worker_quiets_interrupts_in_finalizers_while_it_runs_and_restores_the
         installed.append((kind, sys.unraisablehook))
         return restore
 
-    monkeypatch.setattr("ecgsearch.worker.ignore_unraisable", recording)
+    monkeypatch.setattr("ecgsearch.trials.worker.ignore_unraisable", recording)
     before = sys.unraisablehook
     args = worker_command(tmp_path, unique_name("hook"), 1)[len(ECGSEARCH) :]
     code, _, err = ecgsearch(capsys, monkeypatch, *args)
@@ -269,7 +269,7 @@ def test_a_worker_quiets_interrupts_in_finalizers_while_it_runs_and_restores_the
 
 
 def test_settings_merge_rules() -> None:
-    from ecgsearch.study_settings import SettingsConflict, StudySettings, settle
+    from ecgsearch.study.settings import SettingsConflict, StudySettings, settle
 
     defaults = StudySettings(total=30, sampler="tpe", thesis=True, heartbeat_interval=30,
                              grace_period=90, max_retries=2, max_consecutive_failures=3)  # fmt: skip

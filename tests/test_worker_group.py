@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import ECGSEARCH, ONE_THREAD, environment, load, running_trials, slow_definition, wait_for
 
-from ecgsearch.worker_group import _worst, run_group, worker_argv
+from ecgsearch.trials.worker_group import _worst, run_group, worker_argv
 
 
 @pytest.mark.parametrize(

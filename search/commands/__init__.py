@@ -1,0 +1,4 @@
+"""What each command does, one module per command family; no argument parsing (that is ``ecgsearch.cli``).
+
+Mistakes raise ``UserError``, which the command line turns into one ``error:`` line and exit 2.
+"""

@@ -1,0 +1,1 @@
+"""Where studies live: Optuna storage on a connection budget, outages ridden out, locks, Optuna internals."""

@@ -1,0 +1,1 @@
+"""What a study is: its definition and schema, settings, search space, proposals, rungs, workspace."""
