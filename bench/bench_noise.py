@@ -163,16 +163,16 @@ def main() -> None:
                     thesis_held_out[name] = (held_out_auroc(definition, cache, arch, held_out, memo),
                                              describe_size(arch).size_mb)  # fmt: skip
             checked = []
-            for row in (r for r in pareto_rows(study, macs=False) if r["thesis"] is None):
-                arch = definition.space.arch_of(trial_by_number(study, row["trial"]).params, num_classes=classes)
+            for row in (r for r in pareto_rows(study, macs=False) if r.thesis is None):
+                arch = definition.space.arch_of(trial_by_number(study, row.trial).params, num_classes=classes)
                 checked.append((row, held_out_auroc(definition, cache, arch, held_out, memo)))
-            curse = statistics.fmean(r["val_micro_auroc"] - s.mean for r, s in checked) if checked else float("nan")
+            curse = statistics.fmean(r.val_micro_auroc - s.mean for r, s in checked) if checked else float("nan")
             robust = sum(
-                any(robustly_dominates({"val_micro_auroc": s, "size_mb": r["size_mb"]},
+                any(robustly_dominates({"val_micro_auroc": s, "size_mb": r.size_mb},
                                        {"val_micro_auroc": summary, "size_mb": size}, *OBJECTIVES) for r, s in checked)
                 for summary, size in thesis_held_out.values()
             )  # fmt: skip
-            hv = hypervolume([(s.mean, r["size_mb"]) for r, s in checked])
+            hv = hypervolume([(s.mean, r.size_mb) for r, s in checked])
             figures = {"robust": robust, "curse": curse, "hv_means": hv, "epochs": spent, "front": len(checked)}
             per_method.setdefault(method, []).append(figures)
             print(f"{method} seed {seed}: {figures}", flush=True)

@@ -28,6 +28,7 @@ import optuna
 
 from ecgsearch.analysis.results import (
     SHOWN_METRICS,
+    TrialRow,
     best_trial,
     export_trial,
     feasible_trained,
@@ -79,16 +80,16 @@ def trials(study: optuna.Study) -> pd.DataFrame:
     return rows_frame(rows)
 
 
-def rows_frame(rows: list[dict]) -> pd.DataFrame:
+def rows_frame(rows: list[TrialRow]) -> pd.DataFrame:
     """Rows of ``results.trial_row`` as a DataFrame: objectives and seed spread as columns."""
     import pandas as pd  # here: the command line reads studies through this module, without pandas
 
     records = []
     for row in rows:
-        record = {k: v for k, v in row.items() if k not in ("values", "objectives", "seeds")}
-        record["thesis"] = row["thesis"] or ""  # a column of strings, not None turned NaN
-        record |= {name: value for name, value in row["objectives"].items() if name not in record}
-        seeds = row["seeds"] or {"count": 1, "val": {}}
+        record = {k: v for k, v in row.as_dict().items() if k not in ("values", "objectives", "seeds")}
+        record["thesis"] = row.thesis or ""  # a column of strings, not None turned NaN
+        record |= {name: value for name, value in row.objectives.items() if name not in record}
+        seeds = row.seeds or {"count": 1, "val": {}}
         record["seeds"] = seeds["count"]
         for name in SHOWN_METRICS:
             spread = seeds["val"].get(name) if seeds["count"] > 1 else None

@@ -7,6 +7,7 @@ report then show mean ± sd, and the report's front is the pareto command's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import statistics
@@ -16,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import ecgsearch, environment, load, run, unique_name, worker_command
 
-from ecgsearch.analysis.results import seed_summary, seed_table
+from ecgsearch.analysis.results import SHOWN_METRICS, TrialRow, seed_summary, seed_table
 from ecgsearch.analysis.seeds import SeedSummary, robustly_dominates
 from ecgsearch.metric_table import dominates
 
@@ -127,3 +128,8 @@ def test_confirm_refuses_what_it_cannot_confirm(study: dict, extra, message: str
                              study["workspace"], *extra)  # fmt: skip
     assert code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_row_has_a_column_for_every_validation_metric_it_shows() -> None:
+    columns = {field.name for field in dataclasses.fields(TrialRow)}
+    assert {f"val_{name}" for name in SHOWN_METRICS} <= columns

@@ -234,8 +234,8 @@ def test_an_int8_validation_objective_is_the_exported_int8_models_figure(tmp_pat
     code, out, err = ecgsearch(capsys, monkeypatch, "confirm", "--trial", str(e18.number), "--seeds", "2", *common)
     assert code == 0 and "val int8_micro_auroc mean ± sd" in out, err + out
     [row] = report_data(load(f"sqlite:///{workspace / 'study.db'}", name))["rows"]
-    spread = row["seeds"]["val"]["int8_micro_auroc"]
-    assert row["seeds"]["count"] == 2 and spread["n"] == 2 and spread["sd"] is not None
+    spread = row.seeds["val"]["int8_micro_auroc"]
+    assert row.seeds["count"] == 2 and spread["n"] == 2 and spread["sd"] is not None
     code, out, err = ecgsearch(capsys, monkeypatch, "pareto", *common)
     assert code == 0 and f"{spread['mean']:.4f} ± {spread['sd']:.4f}" in out, err + out
     (second,) = load(f"sqlite:///{workspace / 'study.db'}", f"{name}.confirm").get_trials()

@@ -81,7 +81,7 @@ def test_every_trial_near_the_front_trains_its_seeds_and_reports_their_mean(tmp_
     table = seed_table(study)
     for trial in trained:
         assert sorted(table[trial.number]) == [0, 1, 2]
-    assert all(row["seeds"]["count"] == 3 for row in pareto_rows(study) if row["repeats_trial"] is None)
+    assert all(row.seeds["count"] == 3 for row in pareto_rows(study) if row.repeats_trial is None)
 
 
 def test_a_trial_far_from_the_front_trains_once(tmp_path: Path) -> None:

@@ -298,9 +298,9 @@ def test_report_shows_front_thesis_configs_and_hypervolume(finished, tmp_path: P
     assert max(data["hypervolume"]["searched"], data["hypervolume"]["thesis"]) <= data["hypervolume"]["all"] + 1e-12
     for entry in data["thesis"].values():
         for trial in entry["dominated_by"]:
-            other = next(r for r in data["rows"] if r["trial"] == trial)
-            assert other["val_micro_auroc"] >= entry["measured"]["val_micro_auroc"]
-            assert other["size_mb"] <= entry["measured"]["size_mb"]
+            other = next(r for r in data["rows"] if r.trial == trial)
+            assert other.val_micro_auroc >= entry["measured"].val_micro_auroc
+            assert other.size_mb <= entry["measured"].size_mb
         # One seed per trial here: nothing is robustly claimed.
         assert entry["robustly_dominated_by"] == []
     assert data["metric_names"] == study.metric_names == ["val_micro_auroc", "size_mb"]
@@ -310,8 +310,8 @@ def test_report_shows_front_thesis_configs_and_hypervolume(finished, tmp_path: P
     assert "hv-objectives-searched" not in page and "No trial was stopped early" in page
     for exp, entry in data["thesis"].items():
         if entry["measured"] and entry["dominated_by"]:
-            best = max(entry["dominated_by"], key=lambda t: (next(r for r in data["rows"] if r["trial"] == t)
-                                                             ["val_micro_auroc"], -t))  # fmt: skip
+            by_trial = {r.trial: r for r in data["rows"]}
+            best = max(entry["dominated_by"], key=lambda t: (by_trial[t].val_micro_auroc, -t))
             row = page.split(f"<td>{exp}</td>")[1].split("</tr>")[0]
             assert f"<td>{len(entry['dominated_by'])} (best: {best})</td>" in row
 
@@ -460,9 +460,9 @@ def test_the_python_api_reads_the_front_and_trials_and_exports_the_best(finished
     with pytest.raises(UserError, match=rf"no study 'nope' in sqlite:.*studies there: \['{name}'\]"):
         api.load_study("nope", workspace=workspace)
     front, rows = api.front(study), pareto_rows(study)
-    assert list(front.index) == [r["trial"] for r in rows]  # the front `ecgsearch pareto` lists
-    assert list(front["size_mb"]) == [r["size_mb"] for r in rows] and list(front["thesis"]) == [
-        r["thesis"] or "" for r in rows
+    assert list(front.index) == [r.trial for r in rows]  # the front `ecgsearch pareto` lists
+    assert list(front["size_mb"]) == [r.size_mb for r in rows] and list(front["thesis"]) == [
+        r.thesis or "" for r in rows
     ]
     trials = api.trials(study)
     assert sorted(trials.index) == sorted(t.number for t in feasible_trained(study)) and set(front.index) <= set(

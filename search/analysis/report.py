@@ -25,6 +25,7 @@ from ecgsearch.analysis.hypervolume import (
     running_hypervolumes,
 )
 from ecgsearch.analysis.results import (
+    TrialRow,
     feasible_trained,
     pareto_rows,
     repeats_line,
@@ -63,12 +64,12 @@ def hypervolume_history(
     return [(t.number, value) for t, value in zip(trials, curve, strict=True)]
 
 
-def _objective_figures(row: dict[str, Any], metric_names: list[str]) -> dict[str, Any]:
+def _objective_figures(row: TrialRow, metric_names: list[str]) -> dict[str, Any]:
     """A row's objectives for robust dominance: validation metrics as seed summaries, sizes as values."""
     figures: dict[str, Any] = {}
     for name in metric_names:
-        spread = row["seeds"]["val"].get(name.removeprefix("val_")) if name.startswith("val_") else None
-        figures[name] = SeedSummary(**spread) if spread else row["objectives"][name]
+        spread = row.seeds["val"].get(name.removeprefix("val_")) if name.startswith("val_") else None
+        figures[name] = SeedSummary(**spread) if spread else row.objectives[name]
     return figures
 
 
@@ -90,14 +91,14 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
     rows = [trial_row(t, space, classes, metric_names=metric_names, seeds=seeds, macs=False)
             for t in feasible_trained(study, trials)]  # fmt: skip
     front = pareto_rows(study, seeds, macs=False)
-    searched = [r for r in rows if r["thesis"] is None]
-    figures = {r["trial"]: _objective_figures(r, metric_names) for r in rows}
+    searched = [r for r in rows if r.thesis is None]
+    figures = {r.trial: _objective_figures(r, metric_names) for r in rows}
     thesis = {}
     for name, experiment in thesis_experiments().items():
-        measured = next((r for r in rows if r["thesis"] == name), None)
-        plain = [o["trial"] for o in searched if measured and dominates(o["values"], measured["values"], directions)]
-        robust = [o["trial"] for o in searched if measured and robustly_dominates(
-            figures[o["trial"]], figures[measured["trial"]], metric_names, directions)]  # fmt: skip
+        measured = next((r for r in rows if r.thesis == name), None)
+        plain = [o.trial for o in searched if measured and dominates(o.values, measured.values, directions)]
+        robust = [o.trial for o in searched if measured and robustly_dominates(
+            figures[o.trial], figures[measured.trial], metric_names, directions)]  # fmt: skip
         thesis[name] = {"measured": measured, "reference": experiment.reference, "dominated_by": plain,
                         "robustly_dominated_by": robust}  # fmt: skip
     measured = [e for e in thesis.values() if e["measured"]]
@@ -111,17 +112,17 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
             "thesis_measured": len(measured),
             "plain": sum(bool(e["dominated_by"]) for e in measured),
             "robust": sum(bool(e["robustly_dominated_by"]) for e in measured),
-            "thesis_with_seeds": sum(e["measured"]["seeds"]["count"] > 1 for e in measured),
+            "thesis_with_seeds": sum(e["measured"].seeds["count"] > 1 for e in measured),
         },
         "hypervolume": {
-            "searched": hypervolume([(r["val_micro_auroc"], r["size_mb"]) for r in searched]),
-            "thesis": hypervolume([(r["val_micro_auroc"], r["size_mb"]) for r in rows if r["thesis"]]),
-            "all": hypervolume([(r["val_micro_auroc"], r["size_mb"]) for r in rows]),
+            "searched": hypervolume([(r.val_micro_auroc, r.size_mb) for r in searched]),
+            "thesis": hypervolume([(r.val_micro_auroc, r.size_mb) for r in rows if r.thesis]),
+            "all": hypervolume([(r.val_micro_auroc, r.size_mb) for r in rows]),
         },
         # In all the study's objectives (three with latency), to fixed references per objective.
         "objective_hypervolume": {
-            name: objective_hypervolume([tuple(r["values"]) for r in subset], metric_names, directions)
-            for name, subset in (("searched", searched), ("thesis", [r for r in rows if r["thesis"]]), ("all", rows))
+            name: objective_hypervolume([tuple(r.values) for r in subset], metric_names, directions)
+            for name, subset in (("searched", searched), ("thesis", [r for r in rows if r.thesis]), ("all", rows))
         },
         "hypervolume_history": hypervolume_history(study, metric_names, trials),
         "hypervolume_by_epochs": hypervolume_by_epochs(trials),
@@ -153,12 +154,12 @@ def _scatter(data: dict[str, Any]) -> go.Figure:
     rows, front = data["rows"], data["front"]
     x, y = _axes(data["metric_names"], data["directions"])
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=[r["objectives"][x] for r in rows], y=[r["objectives"][y] for r in rows],
+    figure.add_trace(go.Scatter(x=[r.objectives[x] for r in rows], y=[r.objectives[y] for r in rows],
                                 mode="markers", name="trials", marker={"color": "lightgray", "size": 7},
-                                text=[f"trial {r['trial']}" for r in rows]))  # fmt: skip
-    figure.add_trace(go.Scatter(x=[r["objectives"][x] for r in front], y=[r["objectives"][y] for r in front],
+                                text=[f"trial {r.trial}" for r in rows]))  # fmt: skip
+    figure.add_trace(go.Scatter(x=[r.objectives[x] for r in front], y=[r.objectives[y] for r in front],
                                 mode="lines+markers", name="Pareto front", line={"shape": "hv"}, marker={"size": 9},
-                                text=[f"trial {r['trial']}" for r in front]))  # fmt: skip
+                                text=[f"trial {r.trial}" for r in front]))  # fmt: skip
     stopped = data["stopped"]
     if stopped:
         figure.add_trace(go.Scatter(x=[p["objectives"][x] for p in stopped], y=[p["objectives"][y] for p in stopped],
@@ -167,19 +168,19 @@ def _scatter(data: dict[str, Any]) -> go.Figure:
                                     marker={"color": "gainsboro", "symbol": "circle-open", "size": 7},
                                     text=[f"trial {p['trial']}, stopped at epoch {p['rung']}"
                                           for p in stopped]))  # fmt: skip
-    thesis_rows = [r for r in rows if r["thesis"]]
-    figure.add_trace(go.Scatter(x=[r["objectives"][x] for r in thesis_rows],
-                                y=[r["objectives"][y] for r in thesis_rows], mode="markers+text",
-                                name="thesis E1-E18", text=[r["thesis"] for r in thesis_rows],
+    thesis_rows = [r for r in rows if r.thesis]
+    figure.add_trace(go.Scatter(x=[r.objectives[x] for r in thesis_rows],
+                                y=[r.objectives[y] for r in thesis_rows], mode="markers+text",
+                                name="thesis E1-E18", text=[r.thesis for r in thesis_rows],
                                 textposition="top center", marker={"symbol": "diamond", "size": 10}))  # fmt: skip
     metric = y.removeprefix("val_")
-    confirmed = [r for r in rows if r["seeds"]["count"] > 1 and metric in r["seeds"]["val"]]
+    confirmed = [r for r in rows if r.seeds["count"] > 1 and metric in r.seeds["val"]]
     if confirmed and y.startswith("val_"):
         figure.add_trace(go.Scatter(
-            x=[r["objectives"][x] for r in confirmed], y=[r["seeds"]["val"][metric]["mean"] for r in confirmed],
-            error_y={"type": "data", "array": [r["seeds"]["val"][metric]["sd"] for r in confirmed]},
+            x=[r.objectives[x] for r in confirmed], y=[r.seeds["val"][metric]["mean"] for r in confirmed],
+            error_y={"type": "data", "array": [r.seeds["val"][metric]["sd"] for r in confirmed]},
             mode="markers", name="mean ± sd over seeds", marker={"symbol": "cross", "size": 8},
-            text=[f"trial {r['trial']}, {r['seeds']['count']} seeds" for r in confirmed],
+            text=[f"trial {r.trial}, {r.seeds['count']} seeds" for r in confirmed],
         ))  # fmt: skip
     log_x = is_log_scale(x)
     figure.update_layout(title=f"{y} vs {x} (study objectives)", xaxis_title=x + (" (log scale)" if log_x else ""),
@@ -194,18 +195,18 @@ def _references(names: list[str]) -> str:
 def _projections(data: dict[str, Any]) -> list[go.Figure]:
     """With three or more objectives, every pair of them: trials, the front (in all objectives), E1-E18."""
     names, rows, front = data["metric_names"], data["rows"], data["front"]
-    front_ids = {r["trial"] for r in front}
+    front_ids = {r.trial for r in front}
     figures = []
     for x, y in itertools.combinations(names, 2):
         figure = go.Figure()
         for label, subset, marker in (
-            ("trials", [r for r in rows if r["trial"] not in front_ids], {"color": "lightgray", "size": 7}),
+            ("trials", [r for r in rows if r.trial not in front_ids], {"color": "lightgray", "size": 7}),
             ("Pareto front (all objectives)", front, {"size": 9}),
-            ("thesis E1-E18", [r for r in rows if r["thesis"]], {"symbol": "diamond-open", "size": 11}),
+            ("thesis E1-E18", [r for r in rows if r.thesis], {"symbol": "diamond-open", "size": 11}),
         ):
-            figure.add_trace(go.Scatter(x=[r["objectives"][x] for r in subset], y=[r["objectives"][y] for r in subset],
+            figure.add_trace(go.Scatter(x=[r.objectives[x] for r in subset], y=[r.objectives[y] for r in subset],
                                         mode="markers", name=label, marker=marker,
-                                        text=[r["thesis"] or f"trial {r['trial']}" for r in subset]))  # fmt: skip
+                                        text=[r.thesis or f"trial {r.trial}" for r in subset]))  # fmt: skip
         figure.update_layout(title=f"{y} vs {x}", xaxis_title=x, yaxis_title=y,
                              xaxis_type="log" if is_log_scale(x) else "linear",
                              yaxis_type="log" if is_log_scale(y) else "linear", height=420)  # fmt: skip
@@ -224,14 +225,14 @@ searched trials <b id="hv-objectives-searched">{volumes["searched"]:.4f}</b>, th
 <b id="hv-objectives-thesis">{volumes["thesis"]:.4f}</b>, all {volumes["all"]:.4f}.</li>"""
 
 
-def _dominance_cell(trials: list[int], rows: dict[int, dict[str, Any]], data: dict[str, Any]) -> str:
+def _dominance_cell(trials: list[int], rows: dict[int, TrialRow], data: dict[str, Any]) -> str:
     """How many searched trials dominate a thesis configuration, and the best of them by the
     study's first objective (a list would run to pages on a long study)."""
     if not trials:
         return "-"
     name, direction = data["metric_names"][0], data["directions"][0]
     sign = 1 if direction == "maximize" else -1
-    best = max(trials, key=lambda t: (sign * rows[t]["objectives"][name], -t))
+    best = max(trials, key=lambda t: (sign * rows[t].objectives[name], -t))
     return f"{len(trials)} (best: {best})"
 
 
@@ -262,7 +263,7 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
     front_table = ["<tr><th>trial</th><th>thesis</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in names)
                    + "<th>val µAUROC (mean ± sd, seeds)</th><th>val µAUPRC (mean ± sd, seeds)</th></tr>"]  # fmt: skip
     for r in front:
-        cells = [str(r["trial"]), r["thesis"] or "", *(f"{r['objectives'][m]:.4g}" for m in names),
+        cells = [str(r.trial), r.thesis or "", *(f"{r.objectives[m]:.4g}" for m in names),
                  *(spread_text(r, m, count=True) for m in ("val_micro_auroc", "val_micro_auprc"))]  # fmt: skip
         front_table.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
 
@@ -271,12 +272,12 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
              "<th>val MAUPRC here</th><th>MAUPRC thesis (its \"Macro Precision\")</th>"
              f"<th>dominated by searched trials: count (best by {html.escape(names[0])})</th>"
              "<th>robustly dominated by: count (best)</th></tr>"]  # fmt: skip
-    by_trial = {r["trial"]: r for r in rows}
+    by_trial = {r.trial: r for r in rows}
     for name, entry in data["thesis"].items():
         m, ref = entry["measured"], entry["reference"]
-        cells = [name, f"{m['size_mb']:.3f}" if m else "-", f"{ref.model_size_mb:.2f}",
+        cells = [name, f"{m.size_mb:.3f}" if m else "-", f"{ref.model_size_mb:.2f}",
                  spread_text(m, "val_micro_auroc", count=True) if m else "not run",
-                 f"{m['test_micro_auroc']:.4f}" if m and m["test_micro_auroc"] is not None else "-",
+                 f"{m.test_micro_auroc:.4f}" if m and m.test_micro_auroc is not None else "-",
                  f"{ref.micro_auroc:.2f}", spread_text(m, "val_micro_auprc", count=True), f"{ref.micro_auprc:.2f}",
                  spread_text(m, "val_macro_auprc", count=True), f"{ref.macro_auprc:.2f}",
                  _dominance_cell(entry["dominated_by"], by_trial, data),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ecgsearch.study.space import SearchSpace
 from ecgsearch.trial_record import ROW_ATTRS, THESIS_ATTR, is_trained, network_trial
 
 __all__ = [
+    "TrialRow",
     "best_trial",
     "export_trial",
     "feasible_trained",
@@ -54,6 +56,46 @@ def feasible_trained(study: optuna.Study, trials: list[FrozenTrial] | None = Non
     return [t for t in (study_rows(study) if trials is None else trials) if is_trained(t)]
 
 
+@dataclasses.dataclass(frozen=True)
+class TrialRow:
+    """One trial as ``pareto``, the report and the Python API show it; ``as_dict()`` is its JSON.
+
+    The validation columns are ``SHOWN_METRICS`` (tested); ``objectives`` names the trial's values
+    with the study's metric names; ``seeds`` is the spread over the seeds its network ran with
+    (``seed_summary``), None where seeds were not read.
+    """
+
+    trial: int
+    thesis: str | None
+    val_micro_auroc: float | None
+    val_macro_auroc: float | None
+    val_micro_auprc: float | None
+    val_macro_auprc: float | None
+    test_micro_auroc: float | None
+    test_micro_auprc: float | None
+    size_mb: float | None
+    params: int | None
+    macs: int | None
+    latency_ms: float | None
+    int8_size_mb: float | None
+    repeats_trial: int | None
+    values: list[float]
+    objectives: dict[str, float]
+    seeds: dict[str, Any] | None
+
+    def figure(self, metric: str) -> float | None:
+        """A column's value, or for an objective without a column of its own, its value."""
+        if metric in _ROW_FIELDS:
+            return getattr(self, metric)
+        return self.objectives.get(metric)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_ROW_FIELDS = frozenset(field.name for field in dataclasses.fields(TrialRow))
+
+
 def trial_row(
     trial: FrozenTrial,
     space: SearchSpace,
@@ -62,7 +104,7 @@ def trial_row(
     metric_names: list[str] | None = None,
     seeds: dict[int, dict] | None = None,
     macs: bool = True,
-) -> dict[str, Any]:
+) -> TrialRow:
     """One trial as the pareto table and report show it (MACs only when asked: older trials lack them).
 
     ``seeds``: the runs of the trial's network per seed (``seed_table``), summarised as mean and
@@ -71,23 +113,23 @@ def trial_row(
     attrs = trial.user_attrs
     result = attrs.get("result", {})
     values = list(trial.values or [])
-    return {
-        "trial": trial.number,
-        "thesis": attrs.get(THESIS_ATTR),
-        "val_micro_auroc": attrs.get("val_micro_auroc"),
+    return TrialRow(
+        trial=trial.number,
+        thesis=attrs.get(THESIS_ATTR),
+        val_micro_auroc=attrs.get("val_micro_auroc"),
         **{f"val_{name}": result.get("val", {}).get(name) for name in SHOWN_METRICS if name != "micro_auroc"},
-        "test_micro_auroc": attrs.get("test_micro_auroc"),
-        "test_micro_auprc": result.get("test", {}).get("micro_auprc"),
-        "size_mb": attrs.get("size_mb"),
-        "params": attrs.get("identity", {}).get("params"),
-        "macs": _macs(trial, space, num_classes) if macs else None,
-        "latency_ms": attrs.get("latency_ms"),
-        "int8_size_mb": attrs.get("int8_size_mb"),
-        "repeats_trial": attrs.get("repeats_trial"),
-        "values": values,
-        "objectives": dict(zip(metric_names, values, strict=False)) if metric_names else {},
-        "seeds": seed_summary(seeds.get(network_trial(trial), {})) if seeds is not None else None,
-    }
+        test_micro_auroc=attrs.get("test_micro_auroc"),
+        test_micro_auprc=result.get("test", {}).get("micro_auprc"),
+        size_mb=attrs.get("size_mb"),
+        params=attrs.get("identity", {}).get("params"),
+        macs=_macs(trial, space, num_classes) if macs else None,
+        latency_ms=attrs.get("latency_ms"),
+        int8_size_mb=attrs.get("int8_size_mb"),
+        repeats_trial=attrs.get("repeats_trial"),
+        values=values,
+        objectives=dict(zip(metric_names, values, strict=False)) if metric_names else {},
+        seeds=seed_summary(seeds.get(network_trial(trial), {})) if seeds is not None else None,
+    )
 
 
 def _macs(trial: FrozenTrial, space: SearchSpace, num_classes: int) -> int:
@@ -140,9 +182,7 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(whole, key=lambda t: (t.user_attrs.get("size_mb") or 0, t.number))
 
 
-def pareto_rows(
-    study: optuna.Study, seeds: dict[int, dict] | None = None, *, macs: bool = True
-) -> list[dict[str, Any]]:
+def pareto_rows(study: optuna.Study, seeds: dict[int, dict] | None = None, *, macs: bool = True) -> list[TrialRow]:
     """The rows of the Pareto front (``front_trials``), with seed summaries.
 
     ``seeds``: a ``seed_table`` already read; by default the runs of the front's networks only.
@@ -159,15 +199,15 @@ def pareto_rows(
             for t in front]  # fmt: skip
 
 
-def spread_text(row: dict[str, Any] | None, metric: str, *, count: bool = False) -> str:
+def spread_text(row: TrialRow | None, metric: str, *, count: bool = False) -> str:
     """A row's validation ``metric``: ``mean ± sd`` over seeds when it has several (`` (n)`` with
     ``count``), else the trial's own value; ``-`` when there is none."""
     if row is None:
         return "-"
-    spread = row["seeds"]["val"].get(metric.removeprefix("val_")) if row["seeds"]["count"] > 1 else None
+    spread = row.seeds["val"].get(metric.removeprefix("val_")) if row.seeds["count"] > 1 else None
     if spread:
         return f"{spread['mean']:.4f} ± {spread['sd']:.4f}" + (f" ({spread['n']})" if count else "")
-    value = row.get(metric, row.get("objectives", {}).get(metric))  # an objective without a column of its own
+    value = row.figure(metric)
     return "-" if value is None else f"{value:.4f}"
 
 

@@ -48,7 +48,7 @@ def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bo
     study, _ = load_existing_study(workspace, storage, study_name)
     rows = pareto_rows(study)
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"Pareto front of {study_name}: "
                   f"{' vs '.join(study.metric_names or [])}",
@@ -62,10 +62,10 @@ def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bo
         table.add_column(header, justify="left" if header == "thesis" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
-            str(r["trial"]), r["thesis"] or "", *(spread_text(r, metric) for metric in shown),
-            *(spread_text(r, m) if m.startswith("val_") else _fmt(r["objectives"].get(m)) for m in extra),
-            _fmt(r["test_micro_auroc"]),
-            f"{r['size_mb']:.3f}", f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}", str(r["seeds"]["count"]),
+            str(r.trial), r.thesis or "", *(spread_text(r, metric) for metric in shown),
+            *(spread_text(r, m) if m.startswith("val_") else _fmt(r.objectives.get(m)) for m in extra),
+            _fmt(r.test_micro_auroc),
+            f"{r.size_mb:.3f}", f"{r.params:,}", f"{r.macs / 1e9:.3f}", str(r.seeds["count"]),
         )  # fmt: skip
     print_table(console, table)
     console.print(repeats_line(study), highlight=False)
