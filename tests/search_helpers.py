@@ -46,6 +46,19 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def sqlite_url(workspace: Path) -> str:
+    """The URL of a workspace's SQLite study database (where ecgsearch puts it by default)."""
+    return f"sqlite:///{workspace / 'study.db'}"
+
+
+def edited(text: str, *changes: tuple[str, str]) -> str:
+    """``text`` with each ``(old, new)`` replaced; a test fails here when ``old`` is not in it."""
+    for old, new in changes:
+        assert old in text, f"{old!r} is not in the text being edited"
+        text = text.replace(old, new)
+    return text
+
+
 def load(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=url)
 
@@ -68,7 +81,7 @@ def running_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 def slow_definition(tmp_path: Path) -> Path:
     """The tiny study with trials long enough (a few seconds) to be killed in the middle."""
     path = tmp_path / "slow.toml"
-    path.write_text(TINY.read_text().replace("epochs = 1", "epochs = 6").replace("window = 512", "window = 1024"))
+    path.write_text(edited(TINY.read_text(), ("epochs = 1", "epochs = 6"), ("window = 512", "window = 1024")))
     return path
 
 

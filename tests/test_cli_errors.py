@@ -17,7 +17,7 @@ import optuna
 import pytest
 import torch
 from ecg_files import copy_record, real_signal, write_cinc
-from search_helpers import ECGSEARCH, TINY, environment, run, unique_name
+from search_helpers import ECGSEARCH, TINY, environment, run, sqlite_url, unique_name
 from search_helpers import ecgsearch as in_process
 
 from ecgnet.arch import ArchConfig
@@ -153,7 +153,7 @@ def test_cli_worker_on_a_damaged_cache_prints_one_error_line_and_creates_no_tria
     result = cli("worker", "--study-def", TINY, "--study-name", "w", "--trials", "2", "--data", path,
                  "--workspace", tmp_path)  # fmt: skip
     assert_one_error_line(result, str(path), DAMAGED_CACHES[kind][1])
-    assert not (tmp_path / "study.db").exists() or not optuna.get_all_study_names(f"sqlite:///{tmp_path / 'study.db'}")
+    assert not (tmp_path / "study.db").exists() or not optuna.get_all_study_names(sqlite_url(tmp_path))
 
 
 # 3. Preparing folders without usable records --------------------------------------------------
@@ -303,7 +303,7 @@ def test_console_script_predict_refuses_pickled_code_in_model_pt(trained, tmp_pa
 def three_trial_study(tmp_path_factory) -> tuple[Path, str]:
     workspace = tmp_path_factory.mktemp("workspace")
     name = unique_name("three")
-    study = optuna.create_study(study_name=name, storage=f"sqlite:///{workspace / 'study.db'}")
+    study = optuna.create_study(study_name=name, storage=sqlite_url(workspace))
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
     return workspace, name
 

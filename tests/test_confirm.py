@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from search_helpers import ecgsearch, environment, load, run, unique_name, worker_command
+from search_helpers import ecgsearch, environment, load, run, sqlite_url, unique_name, worker_command
 
 from ecgsearch.analysis.results import SHOWN_METRICS, TrialRow, seed_summary, seed_table
 from ecgsearch.analysis.seeds import SeedSummary, robustly_dominates
@@ -49,7 +49,7 @@ def test_robust_dominance_needs_two_standard_errors_of_the_difference() -> None:
 def study(tmp_path_factory) -> dict:
     """The tiny study on SQLite (PostgreSQL: tests/test_slurm.py confirms through a Slurm array there)."""
     workspace, name = tmp_path_factory.mktemp("confirm") / "ws", unique_name("confirm")
-    url = f"sqlite:///{workspace / 'study.db'}"
+    url = sqlite_url(workspace)
     env = environment(None)
     first = run(worker_command(workspace, name, 5, "--max-mb", "0.5"), env)
     assert first.returncode == 0, first.stderr + first.stdout

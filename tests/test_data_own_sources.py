@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ecg_files import copy_record, real_signal, sph_pair, write_sph
-from search_helpers import ecgsearch
+from search_helpers import ecgsearch, edited
 
 from ecgnet.data.cache import prepare_cache
 from ecgnet.data.cache_reader import ECGCache
@@ -201,8 +201,12 @@ def test_cli_a_bad_source_name_is_one_error_line(source, problem, own_folder, tm
 
 def definition_text(test: str, cache: Path) -> str:
     text = (Path(__file__).parent / "fixtures" / "studies" / "tiny.toml").read_text()
-    text = text.replace("synthetic = { records = 120, seed = 0 }", f'cache = "{cache}"')
-    return text.replace('test = "cpsc"', f'test = "{test}"').replace("folds = 4", "folds = 2")
+    return edited(
+        text,
+        ("synthetic = { records = 120, seed = 0 }", f'cache = "{cache}"'),
+        ('test = "cpsc"', f'test = "{test}"'),
+        ("folds = 4", "folds = 2"),
+    )
 
 
 def test_a_definition_can_hold_out_an_own_source(prepared, tmp_path: Path) -> None:

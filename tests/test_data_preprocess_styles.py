@@ -12,6 +12,7 @@ import pytest
 from ecg_files import CINC, copy_record, real_signal, write_cinc
 from scipy.interpolate import CubicSpline
 from scipy.signal import butter, filtfilt, sosfiltfilt
+from search_helpers import edited, sqlite_url
 
 from ecgnet.arch import ArchConfig
 from ecgnet.data.cache import prepare_cache
@@ -174,10 +175,12 @@ def test_a_run_asking_for_another_style_is_refused_naming_cache_styles_and_comma
 def definition_on(cache: Path, preprocess_style: str, tmp_path: Path) -> Path:
     """The tiny test study on ``cache`` (held-out G12EC, 2 folds), asking for a preprocessing style."""
     text = (Path(__file__).parent / "fixtures" / "studies" / "tiny.toml").read_text()
-    text = text.replace(
-        "synthetic = { records = 120, seed = 0 }", f'cache = "{cache}"\npreprocess = "{preprocess_style}"'
+    text = edited(
+        text,
+        ("synthetic = { records = 120, seed = 0 }", f'cache = "{cache}"\npreprocess = "{preprocess_style}"'),
+        ('test = "cpsc"', 'test = "g12ec"'),
+        ("folds = 4", "folds = 2"),
     )
-    text = text.replace('test = "cpsc"', 'test = "g12ec"').replace("folds = 4", "folds = 2")
     path = tmp_path / "study.toml"
     path.write_text(text)
     return path
@@ -187,10 +190,10 @@ def test_a_study_on_a_cache_of_another_style_is_refused_before_any_study_exists(
     definition = load_definition(definition_on(two_caches["exact"], "base-code", tmp_path))
     workspace = Workspace(tmp_path / "ws")
     with pytest.raises(UserError, match=r"prepared with preprocess style 'exact'.*--preprocess base-code"):
-        SearchContext.prepare(definition, workspace, f"sqlite:///{tmp_path / 'ws' / 'study.db'}")
+        SearchContext.prepare(definition, workspace, sqlite_url(tmp_path / "ws"))
     assert not (tmp_path / "ws" / "study.db").exists()
     same = load_definition(definition_on(two_caches["base-code"], "base-code", tmp_path))
-    context = SearchContext.prepare(same, workspace, f"sqlite:///{tmp_path / 'ws' / 'study.db'}")
+    context = SearchContext.prepare(same, workspace, sqlite_url(tmp_path / "ws"))
     assert context.data_spec.preprocess == "base-code"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
-from search_helpers import ECGSEARCH, TINY, environment, run
+from search_helpers import ECGSEARCH, TINY, edited, environment, run
 
 from ecgnet.arch import CONV_TYPES, ArchConfig, ArchConfigError
 from ecgnet.data.labels import CLASS_SETS
@@ -103,10 +103,8 @@ BAD = {
 
 def write_edit(tmp_path: Path, old: str, new: str) -> Path:
     text = TINY.read_text()
-    edited = new + text if not old else text.replace(old, new, 1)
-    assert edited != text, f"the edit {old!r} matches nothing in tiny.toml"
     bad = tmp_path / "bad.toml"
-    bad.write_text(edited)
+    bad.write_text(new + text if not old else edited(text, (old, new)))
     return bad
 
 
@@ -259,7 +257,7 @@ def test_search_space_from_dict_names_the_bad_choice() -> None:
 
 def test_the_worker_refuses_a_space_without_networks_before_any_trial(tmp_path: Path) -> None:
     bad = write_edit(tmp_path, "[0.5, 0.25, 0.125]", "[0]")
-    bad.write_text(bad.read_text().replace('fixed_trials = ["E18", "E16"]', "fixed_trials = []"))
+    bad.write_text(edited(bad.read_text(), ('fixed_trials = ["E18", "E16"]', "fixed_trials = []")))
     workspace = tmp_path / "ws"
     cmd = [*ECGSEARCH, "worker", "--study-def", str(bad), "--study-name", "x", "--trials", "2",
            "--workspace", str(workspace)]  # fmt: skip

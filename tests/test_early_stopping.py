@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search_helpers import ECGSEARCH, TINY, environment, load, run, unique_name
+from search_helpers import ECGSEARCH, TINY, edited, environment, load, run, sqlite_url, unique_name
 
 from ecgsearch.analysis.report import report_data, write_report
 from ecgsearch.analysis.results import repeats_line
@@ -73,7 +73,7 @@ def stopping_definition(tmp_path: Path) -> Path:
     Only the best of up to 10 going on makes the outcome certain enough for a test: E18 and E16
     (protected, trials 0 and 1) outrank a later trial unless it beats both.
     """
-    text = TINY.read_text().replace("epochs = 1", "epochs = 2")
+    text = edited(TINY.read_text(), ("epochs = 1", "epochs = 2"))
     text += "\n[early_stopping]\nrungs = [1]\neta = 10\nmin_trials = 2\n"
     path = tmp_path / "stopping.toml"
     path.write_text(text)
@@ -82,7 +82,7 @@ def stopping_definition(tmp_path: Path) -> Path:
 
 def test_a_study_stops_trials_at_the_rung_and_keeps_them_off_the_front(tmp_path: Path) -> None:
     workspace, name = tmp_path / "ws", unique_name("asha")
-    url = f"sqlite:///{workspace / 'study.db'}"
+    url = sqlite_url(workspace)
     cmd = [*ECGSEARCH, "worker", "--study-def", str(stopping_definition(tmp_path)), "--study-name", name,
            "--trials", "6", "--workspace", str(workspace)]  # fmt: skip
     result = run(cmd, environment(None))
@@ -168,7 +168,7 @@ def test_samplers_keep_proposing_with_stopped_trials_in_the_study(sampler: str) 
 )
 def test_a_bad_early_stopping_section_is_refused_naming_the_problem(section: str, message: str, tmp_path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text(TINY.read_text().replace("epochs = 1", "epochs = 3") + f"\n[early_stopping]\n{section}\n")
+    path.write_text(edited(TINY.read_text(), ("epochs = 1", "epochs = 3")) + f"\n[early_stopping]\n{section}\n")
     with pytest.raises(DefinitionError) as refused:
         load_definition(path)
     assert str(path) in str(refused.value) and message in str(refused.value)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState
-from search_helpers import TINY, ecgsearch, load, unique_name
+from search_helpers import TINY, ecgsearch, edited, load, sqlite_url, unique_name
 
 from ecgnet.latency import model_latency
 from ecgnet.model import ECGResNet
@@ -105,13 +105,16 @@ def edge_study(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("edge")
     definition = root / "edge.toml"
     definition.write_text(
-        TINY.read_text().replace(
-            """[sampler]""",
-            """[[objectives]]
+        edited(
+            TINY.read_text(),
+            (
+                """[sampler]""",
+                """[[objectives]]
 metric = "latency_ms"
 direction = "minimize"
 
 [sampler]""",
+            ),
         )
         + "\n[latency]\nsamples = 1024\nruns = 30\n"
     )
@@ -125,7 +128,7 @@ def test_a_three_objective_study_with_an_int8_limit(edge_study: dict, capsys, mo
                                "--trials", "4", "--max", "int8_size_mb=0.2")  # fmt: skip
     assert code == 0, err + out
     assert "int8_size_mb at most 0.2" in out
-    study = load(f"sqlite:///{workspace / 'study.db'}", name)
+    study = load(sqlite_url(workspace), name)
     assert study.metric_names == THREE
     trials = {t.user_attrs.get("thesis_experiment") or t.number: t for t in study.get_trials()}
     e16, e18 = trials["E16"], trials["E18"]
@@ -168,7 +171,7 @@ def test_a_three_objective_study_with_an_int8_limit(edge_study: dict, capsys, mo
     assert code == 0, err
     page = (workspace / "report.html").read_text()
     assert "latency_ms vs size_mb" in page  # a pairwise projection
-    data = report_data(load(f"sqlite:///{workspace / 'study.db'}", name))
+    data = report_data(load(sqlite_url(workspace), name))
     volumes = data["objective_hypervolume"]
     for subset in ("searched", "thesis"):  # the page shows the hypervolume in all three objectives
         assert f'id="hv-objectives-{subset}">{volumes[subset]:.4f}</b>' in page
@@ -199,16 +202,18 @@ def test_an_int8_validation_objective_is_the_exported_int8_models_figure(tmp_pat
     """val_int8_micro_auroc: measured after training, fp32 standing in at rungs, equal to what export --int8 scores."""
     definition = tmp_path / "int8.toml"
     definition.write_text(
-        TINY.read_text()
-        .replace('metric = "val_micro_auroc"', 'metric = "val_int8_micro_auroc"')
-        .replace("epochs = 1", "epochs = 2")
+        edited(
+            TINY.read_text(),
+            ('metric = "val_micro_auroc"', 'metric = "val_int8_micro_auroc"'),
+            ("epochs = 1", "epochs = 2"),
+        )
         + "\n[early_stopping]\nrungs = [1]\neta = 2\nmin_trials = 4\n"
     )
     workspace, name = tmp_path / "ws", unique_name("int8")
     common = ["--study-name", name, "--workspace", workspace]
     code, out, err = ecgsearch(capsys, monkeypatch, "worker", "--study-def", definition, *common, "--trials", "1")
     assert code == 0, err + out
-    (e18,) = load(f"sqlite:///{workspace / 'study.db'}", name).get_trials()
+    (e18,) = load(sqlite_url(workspace), name).get_trials()
     assert e18.user_attrs["thesis_experiment"] == "E18" and e18.user_attrs["trained"]
     int8_val = e18.user_attrs["result"]["int8"]["val"]
     assert set(int8_val) == {"micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc"}
@@ -233,12 +238,12 @@ def test_an_int8_validation_objective_is_the_exported_int8_models_figure(tmp_pat
     # A second seed: the int8 figure is measured again and summarised over seeds like the others.
     code, out, err = ecgsearch(capsys, monkeypatch, "confirm", "--trial", str(e18.number), "--seeds", "2", *common)
     assert code == 0 and "val int8_micro_auroc mean ± sd" in out, err + out
-    [row] = report_data(load(f"sqlite:///{workspace / 'study.db'}", name))["rows"]
+    [row] = report_data(load(sqlite_url(workspace), name))["rows"]
     spread = row.seeds["val"]["int8_micro_auroc"]
     assert row.seeds["count"] == 2 and spread["n"] == 2 and spread["sd"] is not None
     code, out, err = ecgsearch(capsys, monkeypatch, "pareto", *common)
     assert code == 0 and f"{spread['mean']:.4f} ± {spread['sd']:.4f}" in out, err + out
-    (second,) = load(f"sqlite:///{workspace / 'study.db'}", f"{name}.confirm").get_trials()
+    (second,) = load(sqlite_url(workspace), f"{name}.confirm").get_trials()
     other = second.user_attrs["result"]["int8"]["val"]["micro_auroc"]
     assert second.values[0] == other and spread["mean"] == pytest.approx((int8_val["micro_auroc"] + other) / 2)
 
@@ -246,8 +251,8 @@ def test_an_int8_validation_objective_is_the_exported_int8_models_figure(tmp_pat
 def test_a_latency_limit_marks_a_slow_network_infeasible_before_training(tmp_path: Path, capsys, monkeypatch) -> None:
     """E12 is several times slower than E18 on any CPU: a limit between them (measured here) keeps E18 only."""
     definition = tmp_path / "latency.toml"
-    text = TINY.read_text().replace('fixed_trials = ["E18", "E16"]', 'fixed_trials = ["E18", "E12"]')
-    definition.write_text(text.replace("width_multiplier = [0.5,", "width_multiplier = [1.0, 0.5,")
+    text = edited(TINY.read_text(), ('fixed_trials = ["E18", "E16"]', 'fixed_trials = ["E18", "E12"]'))
+    definition.write_text(edited(text, ("width_multiplier = [0.5,", "width_multiplier = [1.0, 0.5,"))
                           + "\n[latency]\nsamples = 1024\nruns = 30\n")  # fmt: skip
     e18_ms, e12_ms = (model_latency(ECGResNet(dataclasses.replace(thesis_config(name), num_classes=17)),
                                     samples=1024).median_ms for name in ("E18", "E12"))  # fmt: skip
@@ -257,9 +262,7 @@ def test_a_latency_limit_marks_a_slow_network_infeasible_before_training(tmp_pat
     code, out, err = ecgsearch(capsys, monkeypatch, "worker", "--study-def", definition, "--study-name", name,
                                "--workspace", workspace, "--trials", "2", "--max", f"latency_ms={limit}")  # fmt: skip
     assert code == 0, err + out
-    trials = {
-        t.user_attrs["thesis_experiment"]: t for t in load(f"sqlite:///{workspace / 'study.db'}", name).get_trials()
-    }
+    trials = {t.user_attrs["thesis_experiment"]: t for t in load(sqlite_url(workspace), name).get_trials()}
     e12, e18 = trials["E12"], trials["E18"]
     assert e12.user_attrs["infeasible"].startswith("latency_ms ") and "over the limit" in e12.user_attrs["infeasible"]
     assert not e12.user_attrs["trained"] and "history" not in e12.user_attrs and e12.constraints["max_latency_ms"] > 0

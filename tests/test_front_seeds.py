@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search_helpers import ONE_THREAD, TINY, environment, load, unique_name, worker_command
+from search_helpers import ONE_THREAD, TINY, environment, load, sqlite_url, unique_name, worker_command
 
 from ecgsearch.analysis.results import pareto_rows, seed_table
 from ecgsearch.analysis.training_cost import training_cost
@@ -66,12 +66,12 @@ def test_every_trial_near_the_front_trains_its_seeds_and_reports_their_mean(tmp_
     # A margin of a whole AUROC: every trained trial counts as near the front.
     definition = load_definition(seeded_definition(tmp_path, 3, 1.0))
     name = unique_name("seeds")
-    context = SearchContext.prepare(definition, Workspace(tmp_path), f"sqlite:///{tmp_path / 'study.db'}",
+    context = SearchContext.prepare(definition, Workspace(tmp_path), sqlite_url(tmp_path),
                                     study_name=name, requested={"total": 3})  # fmt: skip
     events: list[dict] = []
     report = run_worker(context, on_event=events.append)
     assert report.trials_run == 3 and report.failed == 0
-    study = load(f"sqlite:///{tmp_path / 'study.db'}", name)
+    study = load(sqlite_url(tmp_path), name)
     several = assert_told_values_are_seed_means(study, 3)
     trained = [t for t in study.get_trials() if t.user_attrs.get("trained")]
     assert several == trained and len(trained) >= 2
@@ -87,7 +87,7 @@ def test_every_trial_near_the_front_trains_its_seeds_and_reports_their_mean(tmp_
 def test_a_trial_far_from_the_front_trains_once(tmp_path: Path) -> None:
     definition = load_definition(seeded_definition(tmp_path, 2, 0.0))
     name = unique_name("far")
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+    url = sqlite_url(tmp_path)
     context = SearchContext.prepare(definition, Workspace(tmp_path), url, study_name=name,
                                     requested={"total": 4, "thesis": False})  # fmt: skip
     # A network no trial can beat, already in the study (and counted in its total): every new

@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from search_helpers import sqlite_url
 
 from ecgsearch.storage.optuna_internals import (
     count_trials,
@@ -34,7 +35,7 @@ from ecgsearch.storage.storage import ResilientRDBStorage, open_storage
 @pytest.fixture
 def study(tmp_path: Path) -> optuna.Study:
     """Five trials: three COMPLETE, one FAIL, one WAITING."""
-    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'study.db'}"), study_name="s",
+    study = optuna.create_study(storage=open_storage(sqlite_url(tmp_path)), study_name="s",
                                 directions=["maximize", "minimize"])  # fmt: skip
     for value in (0.5, 0.6, 0.7):
         study.add_trial(optuna.trial.create_trial(values=[value, 1.0]))
@@ -130,7 +131,7 @@ def constrained_study(storage: optuna.storages.BaseStorage, name: str) -> optuna
 def test_trial_summaries_hold_what_a_full_read_holds_but_only_the_named_attributes(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'study.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    url = sqlite_url(tmp_path) if backend == "sqlite" else request.getfixturevalue("postgres_url")
     study = constrained_study(open_storage(url), f"summaries-{tmp_path.name}")
     try:
         full = study.get_trials(deepcopy=False)
@@ -149,7 +150,7 @@ def test_trial_summaries_hold_what_a_full_read_holds_but_only_the_named_attribut
 
 
 def test_pareto_front_of_summaries_is_optunas_best_trials(tmp_path: Path) -> None:
-    study = constrained_study(open_storage(f"sqlite:///{tmp_path / 'study.db'}"), "s")
+    study = constrained_study(open_storage(sqlite_url(tmp_path)), "s")
     front = pareto_front(trial_summaries(study, ()), study.directions)
     assert front and [t.number for t in front] == [t.number for t in study.best_trials]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search_helpers import ONE_THREAD, TINY, environment, load, unique_name, worker_command
+from search_helpers import ONE_THREAD, TINY, edited, environment, load, sqlite_url, unique_name, worker_command
 
 from ecgsearch.study.definition import load_definition
 from ecgsearch.study.proposals import PROPOSAL_ATTR, UnseenProposalSampler, history_window, network_key
@@ -82,16 +82,18 @@ def test_an_exhausted_space_lets_the_repeat_stand(tmp_path: Path) -> None:
 
 def six_network_definition(tmp_path: Path) -> Path:
     """Six networks in all (SE x stem), random sampling: six draws nearly always repeat one (98.5%)."""
-    text = TINY.read_text()
-    for old, new in [('name = "tpe"', 'name = "random"'), ("n_startup_trials = 4\n", ""),
-                     ("blocks = { low = 1, high = 2 }", "blocks = { low = 1, high = 1 }"),
-                     ("width_multiplier = [0.5, 0.25, 0.125]", "width_multiplier = [0.125]"),
-                     ('conv_type = ["standard", "depthwise_separable"]', 'conv_type = ["standard"]'),
-                     ("bn2 = [true, false]", "bn2 = [true]"), ("conv2 = [true, false]", "conv2 = [true]"),
-                     ('stem = ["15/7", "7/3"]', 'stem = ["15/7", "7/3", "7/7"]'),
-                     ('fixed_trials = ["E18", "E16"]', "fixed_trials = []")]:  # fmt: skip
-        assert old in text, old
-        text = text.replace(old, new)
+    text = edited(
+        TINY.read_text(),
+        ('name = "tpe"', 'name = "random"'),
+        ("n_startup_trials = 4\n", ""),
+        ("blocks = { low = 1, high = 2 }", "blocks = { low = 1, high = 1 }"),
+        ("width_multiplier = [0.5, 0.25, 0.125]", "width_multiplier = [0.125]"),
+        ('conv_type = ["standard", "depthwise_separable"]', 'conv_type = ["standard"]'),
+        ("bn2 = [true, false]", "bn2 = [true]"),
+        ("conv2 = [true, false]", "conv2 = [true]"),
+        ('stem = ["15/7", "7/3"]', 'stem = ["15/7", "7/3", "7/7"]'),
+        ('fixed_trials = ["E18", "E16"]', "fixed_trials = []"),
+    )
     path = tmp_path / "six.toml"
     path.write_text(text)
     return path
@@ -108,7 +110,7 @@ def two_workers_fill_six_networks(tmp_path: Path, storage_url: str | None) -> op
     assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outputs]
     last = max(outputs, key=lambda o: o[0].count("trial "))[0]
     assert "0 of " in last and "complete trials repeat an earlier network" in last  # run's closing summary
-    return load(storage_url or f"sqlite:///{tmp_path / 'study.db'}", name)
+    return load(storage_url or sqlite_url(tmp_path), name)
 
 
 def assert_six_different_networks(study: optuna.Study) -> None:

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from search_helpers import (
     ONE_THREAD,
     TINY,
+    edited,
     environment,
     load,
     running_trials,
@@ -37,7 +38,7 @@ def test_two_workers_fill_one_study_to_exactly_its_trial_count_and_keep_every_ru
     the total, and every rung a trial reached is recorded with its figures, whatever the other did."""
     name = unique_name("pair")
     definition = tmp_path / "pair.toml"
-    definition.write_text(TINY.read_text().replace("epochs = 1", "epochs = 3")
+    definition.write_text(edited(TINY.read_text(), ("epochs = 1", "epochs = 3"))
                           + "\n[early_stopping]\nrungs = [1, 2]\neta = 2\nmin_trials = 2\n")  # fmt: skip
     env = environment(postgres_url, **ONE_THREAD)
     command = [*worker_command(tmp_path, name, 8)]

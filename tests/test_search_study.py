@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search_helpers import ECGSEARCH, TINY, environment, run, unique_name, worker_command
+from search_helpers import ECGSEARCH, TINY, edited, environment, run, sqlite_url, unique_name, worker_command
 
 from ecgsearch.study.definition import load_definition
 from ecgsearch.study.study import SearchContext, StudyMismatchError, open_study
@@ -22,7 +22,7 @@ from ecgsearch.study.workspace import Workspace
 
 
 def sqlite_study(workspace: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{workspace / 'study.db'}")
+    return optuna.load_study(study_name=name, storage=sqlite_url(workspace))
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_a_sigterm_whose_exception_is_swallowed_still_fails_the_trial(tmp_path: 
             return super()._train(trial, arch, **options)
 
     name = unique_name("swallow")
-    context = SearchContext.prepare(load_definition(TINY), Workspace(tmp_path), f"sqlite:///{tmp_path / 'study.db'}",
+    context = SearchContext.prepare(load_definition(TINY), Workspace(tmp_path), sqlite_url(tmp_path),
                                     study_name=name, requested={"total": 3, "thesis": False})  # fmt: skip
     report = run_worker(context, objective_class=SwallowingObjective)
     assert report.terminated and report.trials_run == 1 and report.failed == 1
@@ -181,7 +181,7 @@ def test_a_worker_with_another_definition_is_refused(tmp_path: Path) -> None:
     name = unique_name("refuse")
     assert run(worker_command(tmp_path, name, 1, "--no-thesis"), environment(None)).returncode == 0
     other = tmp_path / "other.toml"
-    other.write_text(TINY.read_text().replace("epochs = 1", "epochs = 2"))
+    other.write_text(edited(TINY.read_text(), ("epochs = 1", "epochs = 2")))
     cmd = worker_command(tmp_path, name, 2, "--no-thesis")
     cmd[cmd.index(str(TINY))] = str(other)
     refused = run(cmd, environment(None))
@@ -194,7 +194,7 @@ def test_the_study_records_its_data_and_refuses_other_data(tmp_path: Path, synth
     name = unique_name("data")
     definition = load_definition(TINY)
     workspace = Workspace(tmp_path)
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+    url = sqlite_url(tmp_path)
     context = SearchContext.prepare(definition, workspace, url, study_name=name)
     open_study(context)
     other = SearchContext.prepare(definition, workspace, url, study_name=name, data=str(synthetic_cache_path))
@@ -206,7 +206,7 @@ def test_opening_a_study_reads_no_trials_of_other_studies(tmp_path: Path) -> Non
     """A shared storage holds many studies; a worker opening one must not load all of their trials."""
     import sqlalchemy
 
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+    url = sqlite_url(tmp_path)
     other = optuna.create_study(study_name="other", storage=url, directions=["maximize", "minimize"])
     other.add_trial(optuna.trial.create_trial(values=[0.5, 1.0]))
     statements: list[str] = []

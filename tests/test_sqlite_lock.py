@@ -6,11 +6,13 @@ import threading
 import time
 from pathlib import Path
 
+from search_helpers import sqlite_url
+
 from ecgsearch.storage.db_lock import DatabaseLock
 
 
 def test_the_lock_excludes_waiters_and_leaves_no_lock_file(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+    url = sqlite_url(tmp_path)
     inside, most_inside, errors = [0], [0], []
     guard = threading.Lock()
 
@@ -39,7 +41,7 @@ def test_the_lock_excludes_waiters_and_leaves_no_lock_file(tmp_path: Path) -> No
 
 
 def test_locks_of_other_names_do_not_wait_for_each_other(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+    url = sqlite_url(tmp_path)
     first, second = DatabaseLock(url, "ask:a"), DatabaseLock(url, "ask:b")
     first.acquire()
     done = threading.Event()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from search_helpers import TINY
+from search_helpers import TINY, edited, sqlite_url
 
 from ecgnet.thesis import thesis_experiments
 from ecgsearch.storage.storage import redact, resolve_storage_url
@@ -36,7 +36,7 @@ def test_shipped_definitions_load_and_express_every_thesis_config() -> None:
 )
 def test_a_bad_definition_names_the_file_and_the_problem(tmp_path: Path, edit, message: str) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text(TINY.read_text().replace(*edit))
+    bad.write_text(edited(TINY.read_text(), edit))
     with pytest.raises(DefinitionError) as excinfo:
         load_definition(bad)
     assert str(bad) in str(excinfo.value) and message in str(excinfo.value)
@@ -44,16 +44,16 @@ def test_a_bad_definition_names_the_file_and_the_problem(tmp_path: Path, edit, m
 
 def test_fingerprint_follows_content_not_layout(tmp_path: Path) -> None:
     same = tmp_path / "same.toml"
-    same.write_text("# a comment\n" + TINY.read_text().replace('description = "test profile"', 'description = "x"'))
+    same.write_text("# a comment\n" + edited(TINY.read_text(), ('description = "test profile"', 'description = "x"')))
     other = tmp_path / "other.toml"
-    other.write_text(TINY.read_text().replace("epochs = 1", "epochs = 2"))
+    other.write_text(edited(TINY.read_text(), ("epochs = 1", "epochs = 2")))
     assert load_definition(same).fingerprint() == load_definition(TINY).fingerprint()
     assert load_definition(other).fingerprint() != load_definition(TINY).fingerprint()
 
 
 def test_storage_url_precedence_and_redaction(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
-    assert resolve_storage_url(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'study.db'}"
+    assert resolve_storage_url(None, tmp_path) == sqlite_url(tmp_path.resolve())
     monkeypatch.setenv("ECGSEARCH_STORAGE", "postgresql+psycopg2://u:s3cret@db/x")
     assert resolve_storage_url(None, tmp_path) == "postgresql+psycopg2://u:s3cret@db/x"
     assert resolve_storage_url("sqlite:///a.db", tmp_path) == "sqlite:///a.db"

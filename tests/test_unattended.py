@@ -24,11 +24,13 @@ from search_helpers import (
     ONE_THREAD,
     TINY,
     ecgsearch,
+    edited,
     environment,
     load,
     run,
     running_trials,
     slow_definition,
+    sqlite_url,
     unique_name,
     wait_for,
     worker_command,
@@ -45,15 +47,8 @@ from ecgsearch.trials.signals import ignore_unraisable
 SERVICES = Path(__file__).resolve().parents[1] / ".ci" / "services.sh"
 
 
-def sqlite_url(workspace: Path) -> str:
-    return f"sqlite:///{workspace / 'study.db'}"
-
-
 def definition_with(tmp_path: Path, *edits: tuple[str, str]) -> Path:
-    text = TINY.read_text()
-    for old, new in edits:
-        assert old in text
-        text = text.replace(old, new)
+    text = edited(TINY.read_text(), *edits)
     path = tmp_path / f"def-{len(list(tmp_path.glob('def-*')))}.toml"
     path.write_text(text)
     return path

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from search_helpers import ECGSEARCH, ONE_THREAD, environment, load, running_trials, slow_definition, wait_for
+from search_helpers import (
+    ECGSEARCH,
+    ONE_THREAD,
+    environment,
+    load,
+    running_trials,
+    slow_definition,
+    sqlite_url,
+    wait_for,
+)
 
 from ecgsearch.trials.worker_group import _worst, run_group, worker_argv
 
@@ -44,7 +53,7 @@ def test_the_group_leaves_ctrl_c_to_its_workers_and_gives_each_its_slot_and_shar
 
 
 def test_two_workers_of_one_run_share_the_study_exactly_and_sigterm_reaches_both(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'ws' / 'study.db'}"
+    url = sqlite_url(tmp_path / "ws")
     cmd = [*ECGSEARCH, "run", "--study-def", str(slow_definition(tmp_path)), "--study-name", "group",
            "--trials", "3", "--workspace", str(tmp_path / "ws"), "--workers", "2"]  # fmt: skip
     env = environment(None, **ONE_THREAD)
