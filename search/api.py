@@ -75,8 +75,10 @@ def trials(study: optuna.Study) -> pd.DataFrame:
     read = trial_summaries(study, (*ROW_ATTRS, "macs"))
     seeds = seed_table(study, read)
     space, classes = study_space(study), study_classes(study)
-    rows = [trial_row(t, space, classes, metric_names=study.metric_names, seeds=seeds)
-            for t in feasible_trained(study, read)]  # fmt: skip
+    rows = [
+        trial_row(t, space, classes, metric_names=study.metric_names, seeds=seeds)
+        for t in feasible_trained(study, read)
+    ]
     return rows_frame(rows)
 
 

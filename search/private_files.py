@@ -34,5 +34,8 @@ def warn_if_open(folder: Path) -> None:
     except OSError:
         return
     if mode & 0o007:
-        print(f"warning: {folder} is open to other users (mode {mode:04o}); "
-              f"make it private with `chmod -R go-rwx {folder}`", file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: {folder} is open to other users (mode {mode:04o}); "
+            f"make it private with `chmod -R go-rwx {folder}`",
+            file=sys.stderr,
+        )

@@ -70,8 +70,19 @@ INHERITED_BY_RETRY = (THESIS_ATTR, CONFIRMS_ATTR, SEED_ATTR)
 REUSED_BY_REPEAT = ("val_micro_auroc", "test_micro_auroc", "result", "artifacts", "history")
 # What a row of pareto, confirm and the report reads of each trial. Reading only these skips each
 # trial's epoch history, log and artifact ids: most of what a large study holds.
-ROW_ATTRS = (THESIS_ATTR, "val_micro_auroc", "test_micro_auroc", "result", "size_mb", "identity", "latency_ms",
-             "int8_size_mb", "repeats_trial", "infeasible", "trained")  # fmt: skip
+ROW_ATTRS = (
+    THESIS_ATTR,
+    "val_micro_auroc",
+    "test_micro_auroc",
+    "result",
+    "size_mb",
+    "identity",
+    "latency_ms",
+    "int8_size_mb",
+    "repeats_trial",
+    "infeasible",
+    "trained",
+)
 # The report reads, besides, the epochs each trial trained and where it stopped.
 REPORT_ATTRS = (*ROW_ATTRS, "history", "stopped")
 
@@ -83,8 +94,11 @@ def is_feasible(trial: FrozenTrial) -> bool:
 
 def is_trained(trial: FrozenTrial) -> bool:
     """Complete, feasible, with values from training: its own, or the run of the network it repeats."""
-    return (trial.state == TrialState.COMPLETE and is_feasible(trial)
-            and trial.user_attrs.get("val_micro_auroc") is not None)  # fmt: skip
+    return (
+        trial.state == TrialState.COMPLETE
+        and is_feasible(trial)
+        and trial.user_attrs.get("val_micro_auroc") is not None
+    )
 
 
 def network_trial(trial: FrozenTrial) -> int:
@@ -116,8 +130,11 @@ def mean_record(records: dict[int, dict[str, Any]]) -> dict[str, Any]:
     def mean(part: dict[str, float], path: tuple[str, ...]) -> dict[str, float]:
         return {name: statistics.fmean(_at(r, path)[name] for r in records.values()) for name in part}
 
-    record = {"val": mean(first["val"], ("val",)), "test": mean(first["test"], ("test",)),
-              "training": first["training"]}  # fmt: skip
+    record = {
+        "val": mean(first["val"], ("val",)),
+        "test": mean(first["test"], ("test",)),
+        "training": first["training"],
+    }
     if "int8" in first:
         record["int8"] = {"val": mean(first["int8"]["val"], ("int8", "val"))}
     return record | {"seeds": {str(seed): r for seed, r in records.items()}}

@@ -52,8 +52,9 @@ def _loss(metric: str, direction: str, value: float) -> float:
 def objective_hypervolume(points: list[tuple[float, ...]], metric_names: list[str], directions: list[str]) -> float:
     """Hypervolume of points in the study's objectives (any number), to the fixed references."""
     reference = tuple(_loss(m, d, hypervolume_reference(m)) for m, d in zip(metric_names, directions, strict=True))
-    losses = [tuple(_loss(m, d, v) for m, d, v in zip(metric_names, directions, point, strict=True))
-              for point in points]  # fmt: skip
+    losses = [
+        tuple(_loss(m, d, v) for m, d, v in zip(metric_names, directions, point, strict=True)) for point in points
+    ]
     return hypervolume_of_losses(losses, reference)
 
 

@@ -56,11 +56,17 @@ def hypervolume_history(
     trials = sorted(feasible_trained(study, trials), key=lambda t: t.number)
     if study.metric_names:
         directions = [d.name.lower() for d in study.directions]
-        curve = running_hypervolumes([tuple(t.values) for t in trials], directions,
-                                     lambda front: objective_hypervolume(front, metric_names, directions))  # fmt: skip
+        curve = running_hypervolumes(
+            [tuple(t.values) for t in trials],
+            directions,
+            lambda front: objective_hypervolume(front, metric_names, directions),
+        )
     else:  # objectives without names have no references: the (AUROC, MB) figure every trial records
-        curve = running_hypervolumes([(t.user_attrs["val_micro_auroc"], t.user_attrs["size_mb"]) for t in trials],
-                                     ("maximize", "minimize"), hypervolume)  # fmt: skip
+        curve = running_hypervolumes(
+            [(t.user_attrs["val_micro_auroc"], t.user_attrs["size_mb"]) for t in trials],
+            ("maximize", "minimize"),
+            hypervolume,
+        )
     return [(t.number, value) for t, value in zip(trials, curve, strict=True)]
 
 
@@ -88,8 +94,10 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
     seeds = seed_table(study, trials)
     space, classes = study_space(study), study_classes(study)
     # No MACs: the report shows none (an older study's trials did not record them).
-    rows = [trial_row(t, space, classes, metric_names=metric_names, seeds=seeds, macs=False)
-            for t in feasible_trained(study, trials)]  # fmt: skip
+    rows = [
+        trial_row(t, space, classes, metric_names=metric_names, seeds=seeds, macs=False)
+        for t in feasible_trained(study, trials)
+    ]
     front = pareto_rows(study, seeds, macs=False)
     searched = [r for r in rows if r.thesis is None]
     figures = {r.trial: _objective_figures(r, metric_names) for r in rows}
@@ -97,10 +105,17 @@ def report_data(study: optuna.Study) -> dict[str, Any]:
     for name, experiment in thesis_experiments().items():
         measured = next((r for r in rows if r.thesis == name), None)
         plain = [o.trial for o in searched if measured and dominates(o.values, measured.values, directions)]
-        robust = [o.trial for o in searched if measured and robustly_dominates(
-            figures[o.trial], figures[measured.trial], metric_names, directions)]  # fmt: skip
-        thesis[name] = {"measured": measured, "reference": experiment.reference, "dominated_by": plain,
-                        "robustly_dominated_by": robust}  # fmt: skip
+        robust = [
+            o.trial
+            for o in searched
+            if measured and robustly_dominates(figures[o.trial], figures[measured.trial], metric_names, directions)
+        ]
+        thesis[name] = {
+            "measured": measured,
+            "reference": experiment.reference,
+            "dominated_by": plain,
+            "robustly_dominated_by": robust,
+        }
     measured = [e for e in thesis.values() if e["measured"]]
     return {
         "metric_names": metric_names,
@@ -150,41 +165,87 @@ def _axes(metric_names: list[str], directions: list[str]) -> tuple[str, str]:
     return x, y
 
 
+def _trace(rows: list[TrialRow], x: str, y: str, **style: Any) -> go.Scatter:
+    """Rows as points on two of the study's objectives."""
+    return go.Scatter(x=[r.objectives[x] for r in rows], y=[r.objectives[y] for r in rows], **style)
+
+
 def _scatter(data: dict[str, Any]) -> go.Figure:
     rows, front = data["rows"], data["front"]
     x, y = _axes(data["metric_names"], data["directions"])
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=[r.objectives[x] for r in rows], y=[r.objectives[y] for r in rows],
-                                mode="markers", name="trials", marker={"color": "lightgray", "size": 7},
-                                text=[f"trial {r.trial}" for r in rows]))  # fmt: skip
-    figure.add_trace(go.Scatter(x=[r.objectives[x] for r in front], y=[r.objectives[y] for r in front],
-                                mode="lines+markers", name="Pareto front", line={"shape": "hv"}, marker={"size": 9},
-                                text=[f"trial {r.trial}" for r in front]))  # fmt: skip
+    figure.add_trace(
+        _trace(
+            rows,
+            x,
+            y,
+            mode="markers",
+            name="trials",
+            marker={"color": "lightgray", "size": 7},
+            text=[f"trial {r.trial}" for r in rows],
+        )
+    )
+    figure.add_trace(
+        _trace(
+            front,
+            x,
+            y,
+            mode="lines+markers",
+            name="Pareto front",
+            line={"shape": "hv"},
+            marker={"size": 9},
+            text=[f"trial {r.trial}" for r in front],
+        )
+    )
     stopped = data["stopped"]
     if stopped:
-        figure.add_trace(go.Scatter(x=[p["objectives"][x] for p in stopped], y=[p["objectives"][y] for p in stopped],
-                                    mode="markers", name="stopped early (figures at its rung"
-                                    + ("; fp32 standing in for int8" if y.startswith(INT8_PREFIX) else "") + ")",
-                                    marker={"color": "gainsboro", "symbol": "circle-open", "size": 7},
-                                    text=[f"trial {p['trial']}, stopped at epoch {p['rung']}"
-                                          for p in stopped]))  # fmt: skip
+        figure.add_trace(
+            go.Scatter(
+                x=[p["objectives"][x] for p in stopped],
+                y=[p["objectives"][y] for p in stopped],
+                mode="markers",
+                name="stopped early (figures at its rung"
+                + ("; fp32 standing in for int8" if y.startswith(INT8_PREFIX) else "")
+                + ")",
+                marker={"color": "gainsboro", "symbol": "circle-open", "size": 7},
+                text=[f"trial {p['trial']}, stopped at epoch {p['rung']}" for p in stopped],
+            )
+        )
     thesis_rows = [r for r in rows if r.thesis]
-    figure.add_trace(go.Scatter(x=[r.objectives[x] for r in thesis_rows],
-                                y=[r.objectives[y] for r in thesis_rows], mode="markers+text",
-                                name="thesis E1-E18", text=[r.thesis for r in thesis_rows],
-                                textposition="top center", marker={"symbol": "diamond", "size": 10}))  # fmt: skip
+    figure.add_trace(
+        _trace(
+            thesis_rows,
+            x,
+            y,
+            mode="markers+text",
+            name="thesis E1-E18",
+            text=[r.thesis for r in thesis_rows],
+            textposition="top center",
+            marker={"symbol": "diamond", "size": 10},
+        )
+    )
     metric = y.removeprefix("val_")
     confirmed = [r for r in rows if r.seeds["count"] > 1 and metric in r.seeds["val"]]
     if confirmed and y.startswith("val_"):
-        figure.add_trace(go.Scatter(
-            x=[r.objectives[x] for r in confirmed], y=[r.seeds["val"][metric]["mean"] for r in confirmed],
-            error_y={"type": "data", "array": [r.seeds["val"][metric]["sd"] for r in confirmed]},
-            mode="markers", name="mean ± sd over seeds", marker={"symbol": "cross", "size": 8},
-            text=[f"trial {r.trial}, {r.seeds['count']} seeds" for r in confirmed],
-        ))  # fmt: skip
+        figure.add_trace(
+            go.Scatter(
+                x=[r.objectives[x] for r in confirmed],
+                y=[r.seeds["val"][metric]["mean"] for r in confirmed],
+                error_y={"type": "data", "array": [r.seeds["val"][metric]["sd"] for r in confirmed]},
+                mode="markers",
+                name="mean ± sd over seeds",
+                marker={"symbol": "cross", "size": 8},
+                text=[f"trial {r.trial}, {r.seeds['count']} seeds" for r in confirmed],
+            )
+        )
     log_x = is_log_scale(x)
-    figure.update_layout(title=f"{y} vs {x} (study objectives)", xaxis_title=x + (" (log scale)" if log_x else ""),
-                         yaxis_title=y, xaxis_type="log" if log_x else "linear", height=640)  # fmt: skip
+    figure.update_layout(
+        title=f"{y} vs {x} (study objectives)",
+        xaxis_title=x + (" (log scale)" if log_x else ""),
+        yaxis_title=y,
+        xaxis_type="log" if log_x else "linear",
+        height=640,
+    )
     return figure
 
 
@@ -204,12 +265,25 @@ def _projections(data: dict[str, Any]) -> list[go.Figure]:
             ("Pareto front (all objectives)", front, {"size": 9}),
             ("thesis E1-E18", [r for r in rows if r.thesis], {"symbol": "diamond-open", "size": 11}),
         ):
-            figure.add_trace(go.Scatter(x=[r.objectives[x] for r in subset], y=[r.objectives[y] for r in subset],
-                                        mode="markers", name=label, marker=marker,
-                                        text=[r.thesis or f"trial {r.trial}" for r in subset]))  # fmt: skip
-        figure.update_layout(title=f"{y} vs {x}", xaxis_title=x, yaxis_title=y,
-                             xaxis_type="log" if is_log_scale(x) else "linear",
-                             yaxis_type="log" if is_log_scale(y) else "linear", height=420)  # fmt: skip
+            figure.add_trace(
+                _trace(
+                    subset,
+                    x,
+                    y,
+                    mode="markers",
+                    name=label,
+                    marker=marker,
+                    text=[r.thesis or f"trial {r.trial}" for r in subset],
+                )
+            )
+        figure.update_layout(
+            title=f"{y} vs {x}",
+            xaxis_title=x,
+            yaxis_title=y,
+            xaxis_type="log" if is_log_scale(x) else "linear",
+            yaxis_type="log" if is_log_scale(y) else "linear",
+            height=420,
+        )
         figures.append(figure)
     return figures
 
@@ -242,46 +316,71 @@ def write_report(study: optuna.Study, out: Path | str) -> Path:
     rows, front = data["rows"], data["front"]
     history = data["hypervolume_history"]
     hv = go.Figure(go.Scatter(x=[n for n, _ in history], y=[v for _, v in history], mode="lines+markers"))
-    hv.update_layout(title=f"Hypervolume in the study's objectives ({', '.join(data['metric_names'])}) by trial, "
-                     f"to {_references(data['metric_names'])}", xaxis_title="trial number",
-                     yaxis_title="hypervolume", height=420)  # fmt: skip
+    hv.update_layout(
+        title=f"Hypervolume in the study's objectives ({', '.join(data['metric_names'])}) by trial, "
+        f"to {_references(data['metric_names'])}",
+        xaxis_title="trial number",
+        yaxis_title="hypervolume",
+        height=420,
+    )
     by_epochs = data["hypervolume_by_epochs"]
     cost_plot = go.Figure(go.Scatter(x=[e for e, _ in by_epochs], y=[v for _, v in by_epochs], mode="lines+markers"))
-    cost_plot.update_layout(title="Hypervolume on (val micro AUROC, log10 MB) against cumulative training epochs "
-                            "(the cost of the search)",
-                            xaxis_title="training epochs spent (all trials, in order of finishing)",
-                            yaxis_title="hypervolume", height=420)  # fmt: skip
+    cost_plot.update_layout(
+        title="Hypervolume on (val micro AUROC, log10 MB) against cumulative training epochs (the cost of the search)",
+        xaxis_title="training epochs spent (all trials, in order of finishing)",
+        yaxis_title="hypervolume",
+        height=420,
+    )
     cost = data["cost"]
     names = data["metric_names"]
     # When every trained trial spent the same epochs (none stopped early, none trained more
     # seeds), epochs are trials times a constant: the curve by trial again.
     steps = {later - earlier for (earlier, _), (later, _) in itertools.pairwise([(0, 0.0), *by_epochs])} - {0}
     same_curve = len(steps) <= 1 and names == ["val_micro_auroc", "size_mb"]
-    cost_figure = (f"<p>No trial was stopped early: hypervolume against epochs is the curve by trial above, "
-                   f"{cost.epochs} epochs in all.</p>" if same_curve
-                   else cost_plot.to_html(full_html=False, include_plotlyjs=False))  # fmt: skip
-    front_table = ["<tr><th>trial</th><th>thesis</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in names)
-                   + "<th>val µAUROC (mean ± sd, seeds)</th><th>val µAUPRC (mean ± sd, seeds)</th></tr>"]  # fmt: skip
+    cost_figure = (
+        f"<p>No trial was stopped early: hypervolume against epochs is the curve by trial above, "
+        f"{cost.epochs} epochs in all.</p>"
+        if same_curve
+        else cost_plot.to_html(full_html=False, include_plotlyjs=False)
+    )
+    front_table = [
+        "<tr><th>trial</th><th>thesis</th>"
+        + "".join(f"<th>{html.escape(m)}</th>" for m in names)
+        + "<th>val µAUROC (mean ± sd, seeds)</th><th>val µAUPRC (mean ± sd, seeds)</th></tr>"
+    ]
     for r in front:
-        cells = [str(r.trial), r.thesis or "", *(f"{r.objectives[m]:.4g}" for m in names),
-                 *(spread_text(r, m, count=True) for m in ("val_micro_auroc", "val_micro_auprc"))]  # fmt: skip
+        cells = [
+            str(r.trial),
+            r.thesis or "",
+            *(f"{r.objectives[m]:.4g}" for m in names),
+            *(spread_text(r, m, count=True) for m in ("val_micro_auroc", "val_micro_auprc")),
+        ]
         front_table.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
 
-    table = ["<tr><th>exp</th><th>MB here</th><th>MB thesis</th><th>val µAUROC here</th><th>test µAUROC here</th>"
-             "<th>µAUROC thesis</th><th>val µAUPRC here</th><th>µAUPRC thesis (its \"Micro Precision\")</th>"
-             "<th>val MAUPRC here</th><th>MAUPRC thesis (its \"Macro Precision\")</th>"
-             f"<th>dominated by searched trials: count (best by {html.escape(names[0])})</th>"
-             "<th>robustly dominated by: count (best)</th></tr>"]  # fmt: skip
+    table = [
+        "<tr><th>exp</th><th>MB here</th><th>MB thesis</th><th>val µAUROC here</th><th>test µAUROC here</th>"
+        '<th>µAUROC thesis</th><th>val µAUPRC here</th><th>µAUPRC thesis (its "Micro Precision")</th>'
+        '<th>val MAUPRC here</th><th>MAUPRC thesis (its "Macro Precision")</th>'
+        f"<th>dominated by searched trials: count (best by {html.escape(names[0])})</th>"
+        "<th>robustly dominated by: count (best)</th></tr>"
+    ]
     by_trial = {r.trial: r for r in rows}
     for name, entry in data["thesis"].items():
         m, ref = entry["measured"], entry["reference"]
-        cells = [name, f"{m.size_mb:.3f}" if m else "-", f"{ref.model_size_mb:.2f}",
-                 spread_text(m, "val_micro_auroc", count=True) if m else "not run",
-                 f"{m.test_micro_auroc:.4f}" if m and m.test_micro_auroc is not None else "-",
-                 f"{ref.micro_auroc:.2f}", spread_text(m, "val_micro_auprc", count=True), f"{ref.micro_auprc:.2f}",
-                 spread_text(m, "val_macro_auprc", count=True), f"{ref.macro_auprc:.2f}",
-                 _dominance_cell(entry["dominated_by"], by_trial, data),
-                 _dominance_cell(entry["robustly_dominated_by"], by_trial, data)]  # fmt: skip
+        cells = [
+            name,
+            f"{m.size_mb:.3f}" if m else "-",
+            f"{ref.model_size_mb:.2f}",
+            spread_text(m, "val_micro_auroc", count=True) if m else "not run",
+            f"{m.test_micro_auroc:.4f}" if m and m.test_micro_auroc is not None else "-",
+            f"{ref.micro_auroc:.2f}",
+            spread_text(m, "val_micro_auprc", count=True),
+            f"{ref.micro_auprc:.2f}",
+            spread_text(m, "val_macro_auprc", count=True),
+            f"{ref.macro_auprc:.2f}",
+            _dominance_cell(entry["dominated_by"], by_trial, data),
+            _dominance_cell(entry["robustly_dominated_by"], by_trial, data),
+        ]
         table.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     counts, volumes, objective_volumes = data["dominance"], data["hypervolume"], data["objective_hypervolume"]
     title = html.escape(study.study_name)

@@ -195,8 +195,7 @@ def pareto_rows(study: optuna.Study, seeds: dict[int, dict] | None = None, *, ma
                 read[number] = trial
         seeds = seed_runs(list(read.values()), confirmation_trials(study), study_training_seed(study))
     space, classes = study_space(study), study_classes(study)
-    return [trial_row(t, space, classes, metric_names=study.metric_names, seeds=seeds, macs=macs)
-            for t in front]  # fmt: skip
+    return [trial_row(t, space, classes, metric_names=study.metric_names, seeds=seeds, macs=macs) for t in front]
 
 
 def spread_text(row: TrialRow | None, metric: str, *, count: bool = False) -> str:
@@ -230,12 +229,16 @@ def repeats_line(study: optuna.Study) -> str:
     if counts["stopped"]:
         stopped_trials = [t for t in trial_summaries(study, ("stopped",)) if t.state == TrialState.PRUNED]
         rungs = stopped_at_rungs(stopped_trials)
-        where = ", ".join(f"{n} at epoch {rung}" if rung is not None else f"{n} as a repeat of a stopped network"
-                          for rung, n in rungs.items())  # fmt: skip
+        where = ", ".join(
+            f"{n} at epoch {rung}" if rung is not None else f"{n} as a repeat of a stopped network"
+            for rung, n in rungs.items()
+        )
         stopped = f"; {counts['stopped']} trials were stopped early ({where})"
-    return (f"{counts['repeats']} of {counts['complete']} complete trials repeat an earlier network (its result is "
-            f"reused); {counts['changed_proposals']} repeated proposals were changed into unseen networks"
-            f"{stopped}")  # fmt: skip
+    return (
+        f"{counts['repeats']} of {counts['complete']} complete trials repeat an earlier network (its result is "
+        f"reused); {counts['changed_proposals']} repeated proposals were changed into unseen networks"
+        f"{stopped}"
+    )
 
 
 def within_limits(limits: dict[str, float]) -> str:
@@ -273,9 +276,11 @@ def best_trial(study: optuna.Study, limits: dict[str, float] | None = None) -> F
     candidates = feasible_trained(study)
     for name, limit in limits.items():
         if candidates and all(t.user_attrs.get(name) is None for t in candidates):
-            raise LookupError(f"study {study.study_name!r} did not measure {name} for its trials, so a limit "
-                              "on it cannot be checked (a study measures it when an objective or --max "
-                              "names it)")  # fmt: skip
+            raise LookupError(
+                f"study {study.study_name!r} did not measure {name} for its trials, so a limit "
+                "on it cannot be checked (a study measures it when an objective or --max "
+                "names it)"
+            )
         candidates = [t for t in candidates if t.user_attrs.get(name) is not None and t.user_attrs[name] <= limit]
     if not candidates:
         raise LookupError(f"study {study.study_name!r} has no trained feasible trial{within_limits(limits)}")
@@ -295,13 +300,19 @@ def export_trial(study: optuna.Study, trial: FrozenTrial, out: Path, artifact_di
     store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir))
     with tempfile.TemporaryDirectory() as tmp:
         for artifact_id, name in ((model_id, "model.pt"), (info_id, "model.json")):
-            optuna.artifacts.download_artifact(artifact_store=store, file_path=str(Path(tmp) / name),
-                                               artifact_id=artifact_id)  # fmt: skip
+            optuna.artifacts.download_artifact(
+                artifact_store=store, file_path=str(Path(tmp) / name), artifact_id=artifact_id
+            )
         model, info = load_model(tmp)
     classes = class_set(info["classes"]["name"])
     keep = {k: v for k, v in info.items() if k in ("training", "history", "data", "trial", "study")}
     keep["exported_from"] = {"study": study.study_name, "trial": trial.number}
     return export_model(
-        model, out, classes=classes, preprocess=PreprocessConfig(**info["preprocess"]), metrics=info["metrics"],
-        thresholds=info["thresholds"], extra=keep,
-    )  # fmt: skip
+        model,
+        out,
+        classes=classes,
+        preprocess=PreprocessConfig(**info["preprocess"]),
+        metrics=info["metrics"],
+        thresholds=info["thresholds"],
+        extra=keep,
+    )

@@ -92,8 +92,9 @@ def hypervolume_by_epochs(trials: list[FrozenTrial]) -> list[tuple[int, float]]:
     and a complete feasible one its point.
     """
     never = datetime.datetime.max
-    finished = sorted((t for t in trials if t.state in FINISHED),
-                      key=lambda t: (t.datetime_complete or never, t.number))  # fmt: skip
+    finished = sorted(
+        (t for t in trials if t.state in FINISHED), key=lambda t: (t.datetime_complete or never, t.number)
+    )
     points: list[tuple[float, float] | None] = []
     epochs, cumulative = 0, []
     for trial in finished:

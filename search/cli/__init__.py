@@ -128,8 +128,15 @@ def data_prepare(
     """Read, check and preprocess records into one cache; resumes an interrupted run."""
     from ecgsearch.commands.data import prepare
 
-    prepare(sources, out, workers=workers or None, own_source=source, preprocess=preprocess, as_json=as_json,
-            console=console)  # fmt: skip
+    prepare(
+        sources,
+        out,
+        workers=workers or None,
+        own_source=source,
+        preprocess=preprocess,
+        as_json=as_json,
+        console=console,
+    )
 
 
 @data_app.command("info")
@@ -206,9 +213,17 @@ def train_command(
     from ecgsearch.commands.model import resolve_arch, train
 
     spec = DataSpec(str(data), str(split) if split else None, test=test, fold=fold, class_set=class_set)
-    config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, window=window,
-                         learning_rate=lr, seed=seed, tune_thresholds=tune_thresholds,
-                         max_seconds=max_seconds, device=device)  # fmt: skip
+    config = TrainConfig(
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        window=window,
+        learning_rate=lr,
+        seed=seed,
+        tune_thresholds=tune_thresholds,
+        max_seconds=max_seconds,
+        device=device,
+    )
     train(resolve_arch(arch), spec, config, seeds=seeds, out=out, as_json=as_json, console=console)
 
 

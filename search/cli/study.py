@@ -14,8 +14,15 @@ from ecgsearch.study.defaults import DEFAULT_WORKSPACE, SAMPLERS
 if TYPE_CHECKING:
     from ecgsearch.commands.run import StudyOptions
 
-__all__ = ["confirm_command", "dashboard_command", "enqueue_command", "export_command", "pareto_command",
-           "report_command", "run_command"]  # fmt: skip
+__all__ = [
+    "confirm_command",
+    "dashboard_command",
+    "enqueue_command",
+    "export_command",
+    "pareto_command",
+    "report_command",
+    "run_command",
+]
 
 console = Console()
 # Importing torch and optuna takes seconds: commands import what they use, so `--help` stays
@@ -25,9 +32,11 @@ console = Console()
 Workspace = Annotated[Path, typer.Option(help="Folder for the SQLite study, artifacts and prepared data.")]
 Storage = Annotated[
     str | None,
-    typer.Option(help="Storage URL, e.g. postgresql+psycopg2://user@host/db (default: $ECGSEARCH_STORAGE, "
-                 "else SQLite in the workspace). Passwords: in $ECGSEARCH_STORAGE, PGPASSWORD or ~/.pgpass."),
-]  # fmt: skip
+    typer.Option(
+        help="Storage URL, e.g. postgresql+psycopg2://user@host/db (default: $ECGSEARCH_STORAGE, "
+        "else SQLite in the workspace). Passwords: in $ECGSEARCH_STORAGE, PGPASSWORD or ~/.pgpass."
+    ),
+]
 StudyDef = Annotated[
     str, typer.Option(help="A study definition: a .toml file or a shipped name (demo, demo-long, demo-edge, thesis).")
 ]
@@ -37,33 +46,37 @@ Seed = Annotated[int, typer.Option(help="Seed; each worker derives its own sampl
 # Study settings: recorded when the study is created; later commands follow them, and one that
 # gives another value is refused. So these options have no default of their own here.
 STUDY_SETTING = "Study settings (recorded at creation; later workers must agree)"
+# Unformatted: one option a line with its help beside it reads as a table of the settings.
+# fmt: off
 Trials = Annotated[int | None, typer.Option(min=1, rich_help_panel=STUDY_SETTING,
-                   help="The study's total trial count (default: the definition's).")]  # fmt: skip
+                   help="The study's total trial count (default: the definition's).")]
 RaiseTotal = Annotated[bool, typer.Option(rich_help_panel=STUDY_SETTING,
-                       help="Raise an existing study's total to --trials (recorded in its settings_log).")]  # fmt: skip
+                       help="Raise an existing study's total to --trials (recorded in its settings_log).")]
 Sampler = Annotated[str | None, typer.Option(rich_help_panel=STUDY_SETTING,
-                    help="tpe, nsga2, gp or random (default: the definition's).")]  # fmt: skip
+                    help="tpe, nsga2, gp or random (default: the definition's).")]
 MaxMb = Annotated[float | None, typer.Option(rich_help_panel=STUDY_SETTING,
-                  help="Size budget in MB: larger trials are infeasible, never trained (default: none).")]  # fmt: skip
+                  help="Size budget in MB: larger trials are infeasible, never trained (default: none).")]
 Limits = Annotated[list[str] | None, typer.Option("--max", rich_help_panel=STUDY_SETTING, metavar="METRIC=VALUE",
                    help="A budget, repeatable: size_mb, params, macs, latency_ms or int8_size_mb at most VALUE; "
-                        "trials over it are infeasible, never trained. --max-mb X is --max size_mb=X.")]  # fmt: skip
+                        "trials over it are infeasible, never trained. --max-mb X is --max size_mb=X.")]
 Thesis = Annotated[bool | None, typer.Option("--thesis/--no-thesis", rich_help_panel=STUDY_SETTING,
-                   help="Enqueue E1-E18 as fixed trials (default: when the definition lists them).")]  # fmt: skip
+                   help="Enqueue E1-E18 as fixed trials (default: when the definition lists them).")]
 Heartbeat = Annotated[int | None, typer.Option(min=1, rich_help_panel=STUDY_SETTING,
-                      help="Seconds between a running trial's heartbeats (default 30).")]  # fmt: skip
+                      help="Seconds between a running trial's heartbeats (default 30).")]
 Grace = Annotated[int | None, typer.Option(min=1, rich_help_panel=STUDY_SETTING,
-                  help="Seconds without heartbeat: then a trial is dead and retried (default 90).")]  # fmt: skip
+                  help="Seconds without heartbeat: then a trial is dead and retried (default 90).")]
 Retries = Annotated[int | None, typer.Option(min=0, rich_help_panel=STUDY_SETTING,
-                    help="Retries of a trial that crashed, was killed or terminated (default 2).")]  # fmt: skip
+                    help="Retries of a trial that crashed, was killed or terminated (default 2).")]
 StopAfter = Annotated[int | None, typer.Option(min=1, rich_help_panel=STUDY_SETTING,
-                      help="Stop a worker after this many same-reason failures in a row (default 3).")]  # fmt: skip
+                      help="Stop a worker after this many same-reason failures in a row (default 3).")]
 OutageTimeout = Annotated[float, typer.Option(min=0,
-                          help="Seconds to ride out a database outage before the worker gives up.")]  # fmt: skip
+                          help="Seconds to ride out a database outage before the worker gives up.")]
+# fmt: on
 
 
-def _options(workspace: Path, storage: str | None, study_def: str, study_name: str | None, data: str | None,
-             seed: int) -> StudyOptions:  # fmt: skip
+def _options(
+    workspace: Path, storage: str | None, study_def: str, study_name: str | None, data: str | None, seed: int
+) -> StudyOptions:
     from ecgsearch.commands.run import StudyOptions
 
     return StudyOptions(workspace, storage, study_def, study_name, data, seed)
@@ -78,13 +91,16 @@ def parse_limits(given: list[str] | None, max_mb: float | None, *, flag: str = "
         metric, _, value = text.partition("=")
         metric = metric.strip()
         if metric not in LIMIT_METRICS:
-            raise typer.BadParameter(f"{text!r}: the metric must be one of {', '.join(LIMIT_METRICS)} "
-                                     "(figures known before training)", param_hint=flag)  # fmt: skip
+            raise typer.BadParameter(
+                f"{text!r}: the metric must be one of {', '.join(LIMIT_METRICS)} (figures known before training)",
+                param_hint=flag,
+            )
         try:
             number = float(value)
         except ValueError:
-            raise typer.BadParameter(f"{text!r}: give METRIC=VALUE with a number, e.g. latency_ms=5",
-                                     param_hint=flag) from None  # fmt: skip
+            raise typer.BadParameter(
+                f"{text!r}: give METRIC=VALUE with a number, e.g. latency_ms=5", param_hint=flag
+            ) from None
         if not number > 0 or number == float("inf"):
             raise typer.BadParameter(f"{text!r}: a budget must be a number above 0", param_hint=flag)
         if metric in limits and limits[metric] != number:
@@ -94,8 +110,9 @@ def parse_limits(given: list[str] | None, max_mb: float | None, *, flag: str = "
         if max_mb <= 0:
             raise typer.BadParameter(f"{max_mb} is not a size: give a budget above 0 MB", param_hint="--max-mb")
         if limits.get("size_mb", max_mb) != max_mb:
-            raise typer.BadParameter(f"--max-mb {max_mb:g} and --max size_mb={limits['size_mb']:g} disagree",
-                                     param_hint="--max-mb")  # fmt: skip
+            raise typer.BadParameter(
+                f"--max-mb {max_mb:g} and --max size_mb={limits['size_mb']:g} disagree", param_hint="--max-mb"
+            )
         limits["size_mb"] = max_mb
     return limits
 
@@ -141,20 +158,35 @@ def run_command(
     budgets = study_limits(max_, max_mb)
     if sampler is not None and sampler not in SAMPLERS:
         raise typer.BadParameter(f"{sampler!r} is not one of {', '.join(SAMPLERS)}", param_hint="--sampler")
-    given = {"total": trials, "sampler": sampler, "thesis": thesis,
-             "heartbeat_interval": heartbeat_interval, "grace_period": grace_period, "max_retries": max_retries,
-             "max_consecutive_failures": stop_after_failures}  # fmt: skip
+    given = {
+        "total": trials,
+        "sampler": sampler,
+        "thesis": thesis,
+        "heartbeat_interval": heartbeat_interval,
+        "grace_period": grace_period,
+        "max_retries": max_retries,
+        "max_consecutive_failures": stop_after_failures,
+    }
     requested = {key: value for key, value in given.items() if value is not None} | budgets
     defaults = StorageSettings()
     # The storage needs heartbeat settings at once; the study's own replace them when it is read.
-    settings = StorageSettings(heartbeat_interval or defaults.heartbeat_interval, grace_period or defaults.grace_period,
-                               defaults.max_retries if max_retries is None else max_retries,
-                               outage_timeout)  # fmt: skip
+    settings = StorageSettings(
+        heartbeat_interval or defaults.heartbeat_interval,
+        grace_period or defaults.grace_period,
+        defaults.max_retries if max_retries is None else max_retries,
+        outage_timeout,
+    )
     # `worker` is this command under another name: a batch job's log gets plain lines, not a live display.
     out = Console(force_terminal=False) if ctx.info_name == "worker" else console
     group = (workers, worker_argv(sys.argv[1:], ctx.info_name or "run")) if workers > 1 else None
-    code = run(_options(workspace, storage, study_def, study_name, data, seed), requested=requested,
-               raise_total=raise_total, console=out, settings=settings, group=group)  # fmt: skip
+    code = run(
+        _options(workspace, storage, study_def, study_name, data, seed),
+        requested=requested,
+        raise_total=raise_total,
+        console=out,
+        settings=settings,
+        group=group,
+    )
     raise typer.Exit(code)
 
 
@@ -231,8 +263,19 @@ def export_command(
     if (trial is None) == (not best):
         raise typer.BadParameter("give exactly one of --trial N or --best")
     limits = parse_limits(max_, max_mb)
-    export(workspace, storage, study_name, out, trial=trial, limits=limits, retrain=retrain, seeds=seeds,
-           epochs=epochs, int8=int8, console=console)  # fmt: skip
+    export(
+        workspace,
+        storage,
+        study_name,
+        out,
+        trial=trial,
+        limits=limits,
+        retrain=retrain,
+        seeds=seeds,
+        epochs=epochs,
+        int8=int8,
+        console=console,
+    )
 
 
 def confirm_command(
@@ -263,8 +306,18 @@ def confirm_command(
 
     defaults = StorageSettings()
     settings = StorageSettings(defaults.heartbeat_interval, defaults.grace_period, defaults.max_retries, outage_timeout)
-    code = confirm(workspace, storage, study_name, seeds=seeds, front=front, thesis=thesis, trials=trial or [],
-                   run_here=run_here, settings=settings, console=console)  # fmt: skip
+    code = confirm(
+        workspace,
+        storage,
+        study_name,
+        seeds=seeds,
+        front=front,
+        thesis=thesis,
+        trials=trial or [],
+        run_here=run_here,
+        settings=settings,
+        console=console,
+    )
     raise typer.Exit(code)
 
 
@@ -344,12 +397,32 @@ def slurm_submit_command(
     requested = {"total": trials} | study_limits(max_, max_mb)
     requested |= {"thesis": thesis} if thesis is not None else {}
     # The workers take every setting from the study that submit creates: their command line names none.
-    spec = JobSpec(study_def=study_def, study_name=study_name or "", trials=trials, data=data or "",
-                   workspace=str(workspace), workers=workers, seed=seed, gpus_per_task=gpus_per_task,
-                   workers_per_gpu=workers_per_gpu, cpus_per_task=cpus_per_task, mem=mem, time_limit=time_limit,
-                   stop_margin_s=stop_margin, partition=partition, account=account)  # fmt: skip
-    submit(_options(workspace, None, study_def, study_name, data, seed), spec, storage_file=storage_file,
-           requested=requested, raise_total=raise_total, dry_run=dry_run, console=console)  # fmt: skip
+    spec = JobSpec(
+        study_def=study_def,
+        study_name=study_name or "",
+        trials=trials,
+        data=data or "",
+        workspace=str(workspace),
+        workers=workers,
+        seed=seed,
+        gpus_per_task=gpus_per_task,
+        workers_per_gpu=workers_per_gpu,
+        cpus_per_task=cpus_per_task,
+        mem=mem,
+        time_limit=time_limit,
+        stop_margin_s=stop_margin,
+        partition=partition,
+        account=account,
+    )
+    submit(
+        _options(workspace, None, study_def, study_name, data, seed),
+        spec,
+        storage_file=storage_file,
+        requested=requested,
+        raise_total=raise_total,
+        dry_run=dry_run,
+        console=console,
+    )
 
 
 def slurm_status_command(

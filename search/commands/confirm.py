@@ -40,8 +40,10 @@ def choose_trials(study: optuna.Study, *, front: bool, thesis: bool, trials: lis
         chosen += [n for n, t in trained.items() if THESIS_ATTR in t.user_attrs]
     for number in trials:
         if number not in trained:
-            raise UserError(f"trial {number} of study {study.study_name!r} cannot be confirmed: it is not a "
-                            f"trained feasible trial ({_why_not(study, number)})")  # fmt: skip
+            raise UserError(
+                f"trial {number} of study {study.study_name!r} cannot be confirmed: it is not a "
+                f"trained feasible trial ({_why_not(study, number)})"
+            )
         chosen.append(number)
     if not chosen:
         raise UserError(f"study {study.study_name!r} has no trained feasible trial to confirm yet")
@@ -81,8 +83,9 @@ def confirm(
 
     study, url = load_existing_study(workspace, storage, study_name)
     if is_confirm_study(study):
-        raise UserError(f"{study_name!r} is a confirm study; give the study it confirms, "
-                        f"{study.user_attrs[CONFIRM_OF_ATTR]!r}")  # fmt: skip
+        raise UserError(
+            f"{study_name!r} is a confirm study; give the study it confirms, {study.user_attrs[CONFIRM_OF_ATTR]!r}"
+        )
     chosen = choose_trials(study, front=front, thesis=thesis, trials=trials)
     jobs = confirm_jobs(study_rows(study), chosen, seeds, study_training_seed(study))
     # Whole (with parameters): only the networks to train again.
@@ -92,8 +95,15 @@ def confirm(
         raise UserError(f"{data_cache}: the study's data cache is gone; confirmation retrains on it")
     context_workspace = Workspace(workspace)
     context_workspace.create()
-    context = SearchContext(definition_of(study), context_workspace, url, confirm_study_name(study_name),
-                           data_cache, settings=settings, requested={"thesis": False})  # fmt: skip
+    context = SearchContext(
+        definition_of(study),
+        context_workspace,
+        url,
+        confirm_study_name(study_name),
+        data_cache,
+        settings=settings,
+        requested={"thesis": False},
+    )
     confirmation = open_study(context)
     if not is_confirm_study(confirmation):
         confirmation.set_user_attr(CONFIRM_OF_ATTR, study_name)
@@ -115,12 +125,16 @@ def confirm(
         with display.progress:
             report = run_worker(context, study=confirmation, on_event=display)
         if report.systematic_failure is not None:
-            raise RepeatedFailure(f"confirmation runs kept failing, so this process stopped: "
-                                  f"{report.systematic_failure}")  # fmt: skip
+            raise RepeatedFailure(
+                f"confirmation runs kept failing, so this process stopped: {report.systematic_failure}"
+            )
         code = 143 if report.terminated else 0
     else:
-        console.print(f"run them with workers: ecgsearch worker --study-name {confirmation.study_name} ...",
-                      highlight=False, soft_wrap=True)  # fmt: skip
+        console.print(
+            f"run them with workers: ecgsearch worker --study-name {confirmation.study_name} ...",
+            highlight=False,
+            soft_wrap=True,
+        )
     print_table(console, spread_table(study, chosen))
     return code
 
@@ -134,8 +148,14 @@ def spread_table(study: optuna.Study, chosen: list[int]) -> Table:
     by_number = {t.number: t for t in study_rows(study)}
     int8 = [m.removeprefix("val_") for m in study.metric_names or [] if m.startswith(INT8_PREFIX)]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"Seed spread in {study.study_name}")
-    for header in ("trial", "thesis", "seeds", "val µAUROC mean ± sd", "val µAUPRC mean ± sd",
-                   *(f"val {m} mean ± sd" for m in int8)):  # fmt: skip
+    for header in (
+        "trial",
+        "thesis",
+        "seeds",
+        "val µAUROC mean ± sd",
+        "val µAUPRC mean ± sd",
+        *(f"val {m} mean ± sd" for m in int8),
+    ):
         table.add_column(header, justify="left" if header == "thesis" else "right", no_wrap=True)
     for number in chosen:
         trial = by_number[number]

@@ -105,8 +105,9 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def serve(app: WSGIApp, *, host: str, port: int, unix_socket: Path | None = None,
-          ready: Callable[[], None] = lambda: None) -> None:  # fmt: skip
+def serve(
+    app: WSGIApp, *, host: str, port: int, unix_socket: Path | None = None, ready: Callable[[], None] = lambda: None
+) -> None:
     """Serve ``app`` until interrupted, on ``host:port`` or on ``unix_socket`` (0600); ``ready()`` once bound."""
     if unix_socket is None:
         server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)

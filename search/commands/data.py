@@ -53,8 +53,9 @@ def prepare(
         def on_progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        report = prepare_cache(sources, out, workers=workers, config=config, own_source=own_source,
-                               progress=on_progress)  # fmt: skip
+        report = prepare_cache(
+            sources, out, workers=workers, config=config, own_source=own_source, progress=on_progress
+        )
     summary = {
         "cache": str(report.cache),
         "preprocess": config.style,

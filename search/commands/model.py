@@ -59,8 +59,13 @@ def train(
     """Train one architecture for each seed, print the summary (or JSON) and export the best seed."""
     # With --json, stdout is for the one JSON document (`| jq`); epoch lines go to stderr.
     progress_console = Console(stderr=True, highlight=False) if as_json else console
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}"))  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
     with Progress(*columns, console=progress_console, disable=as_json) as bar:
         tasks: dict[int, Any] = {}
 
@@ -69,8 +74,12 @@ def train(
                 tasks[event["seed"]] = bar.add_task(f"seed {event['seed']}", total=None, status="")
             task = tasks[event["seed"]]
             if event["event"] == "step":
-                bar.update(task, completed=event["step"], total=event["total_steps"],
-                           status=f"epoch {event['epoch'] + 1} loss {event['loss']:.4f}")  # fmt: skip
+                bar.update(
+                    task,
+                    completed=event["step"],
+                    total=event["total_steps"],
+                    status=f"epoch {event['epoch'] + 1} loss {event['loss']:.4f}",
+                )
             else:
                 bar.console.print(
                     f"  epoch {event['epoch']}: loss {event['train_loss']:.4f}  "

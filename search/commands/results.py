@@ -50,23 +50,43 @@ def pareto(workspace: Path, storage: str | None, study_name: str, *, as_json: bo
     if as_json:
         print(json.dumps([row.as_dict() for row in rows], indent=2))
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"Pareto front of {study_name}: "
-                  f"{' vs '.join(study.metric_names or [])}",
-                  caption="val = validation; µ/M = micro/macro; AUPRC = average precision (the thesis's "
-                  "'precision'); mean ± sd over seeds where `ecgsearch confirm` ran more than one")  # fmt: skip
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title=f"Pareto front of {study_name}: {' vs '.join(study.metric_names or [])}",
+        caption="val = validation; µ/M = micro/macro; AUPRC = average precision (the thesis's "
+        "'precision'); mean ± sd over seeds where `ecgsearch confirm` ran more than one",
+    )
     shown = [f"val_{name}" for name in SHOWN_METRICS]
     extra = [m for m in study.metric_names or [] if m not in (*shown, "size_mb", "params", "macs")]
-    headers = ("trial", "thesis", "val µAUROC", "val MAUROC", "val µAUPRC", "val MAUPRC", *extra, "test µAUROC",
-               "MB", "params", "GMACs", "seeds")  # fmt: skip
+    headers = (
+        "trial",
+        "thesis",
+        "val µAUROC",
+        "val MAUROC",
+        "val µAUPRC",
+        "val MAUPRC",
+        *extra,
+        "test µAUROC",
+        "MB",
+        "params",
+        "GMACs",
+        "seeds",
+    )
     for header in headers:
         table.add_column(header, justify="left" if header == "thesis" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
-            str(r.trial), r.thesis or "", *(spread_text(r, metric) for metric in shown),
+            str(r.trial),
+            r.thesis or "",
+            *(spread_text(r, metric) for metric in shown),
             *(spread_text(r, m) if m.startswith("val_") else _fmt(r.objectives.get(m)) for m in extra),
             _fmt(r.test_micro_auroc),
-            f"{r.size_mb:.3f}", f"{r.params:,}", f"{r.macs / 1e9:.3f}", str(r.seeds["count"]),
-        )  # fmt: skip
+            f"{r.size_mb:.3f}",
+            f"{r.params:,}",
+            f"{r.macs / 1e9:.3f}",
+            str(r.seeds["count"]),
+        )
     print_table(console, table)
     console.print(repeats_line(study), highlight=False)
 
@@ -129,8 +149,15 @@ def export(
     for outcome in outcomes:
         console.print(f"seed {outcome.seed}: val micro AUROC {outcome.result.val_metrics['micro_auroc']:.4f}")
     kept = max(outcomes, key=lambda o: o.result.val_metrics["micro_auroc"])
-    export_outcome(kept, out, data, spec, config, exported_from={"study": study_name, "trial": chosen.number},
-                   retrained={"seeds": [o.seed for o in outcomes], "kept_seed": kept.seed})  # fmt: skip
+    export_outcome(
+        kept,
+        out,
+        data,
+        spec,
+        config,
+        exported_from={"study": study_name, "trial": chosen.number},
+        retrained={"seeds": [o.seed for o in outcomes], "kept_seed": kept.seed},
+    )
     console.print(f"retrained trial {chosen.number} (blocks {list(arch.blocks)}) and exported to {out}")
     if int8:
         _add_int8(out, data, console)
@@ -154,8 +181,16 @@ def definition_of(study: optuna.Study) -> StudyDefinition:
     return parse_definition(study.user_attrs["definition"], study.user_attrs.get("definition_source", "study"))
 
 
-def dashboard(workspace: Path, storage: str | None, study_name: str, *, host: str, port: int,
-              unix_socket: Path | None = None, console: Console) -> None:  # fmt: skip
+def dashboard(
+    workspace: Path,
+    storage: str | None,
+    study_name: str,
+    *,
+    host: str,
+    port: int,
+    unix_socket: Path | None = None,
+    console: Console,
+) -> None:
     """Serve optuna-dashboard on the study's storage with its artifact store, behind a token (blocks)."""
     from optuna_dashboard import wsgi
 
@@ -168,8 +203,11 @@ def dashboard(workspace: Path, storage: str | None, study_name: str, *, host: st
     study, url = load_existing_study(workspace, storage, study_name)
     artifact_dir = study.user_attrs.get("artifact_dir", str(Workspace(workspace).artifacts))
     store = optuna.artifacts.FileSystemArtifactStore(artifact_dir)
-    app = TokenGate(wsgi(open_storage(url, StorageSettings()), artifact_store=store), token,
-                    cookie_name=f"ecgsearch-dashboard-{port if unix_socket is None else 'socket'}")  # fmt: skip
+    app = TokenGate(
+        wsgi(open_storage(url, StorageSettings()), artifact_store=store),
+        token,
+        cookie_name=f"ecgsearch-dashboard-{port if unix_socket is None else 'socket'}",
+    )
 
     def announce() -> None:  # once the server listens: a script may open the URL at once
         console.print(f"optuna-dashboard for {redact(url)} (artifacts {artifact_dir})", highlight=False)
@@ -177,8 +215,11 @@ def dashboard(workspace: Path, storage: str | None, study_name: str, *, host: st
             where = f"http://{host}:{port}"
         else:
             where = "http://localhost:8080"
-            console.print(f"on the Unix socket {unix_socket} (mode 0600); from a laptop: "
-                          f"ssh -N -L 8080:{unix_socket} <this host>, then open", highlight=False)  # fmt: skip
+            console.print(
+                f"on the Unix socket {unix_socket} (mode 0600); from a laptop: "
+                f"ssh -N -L 8080:{unix_socket} <this host>, then open",
+                highlight=False,
+            )
         shown = "<the token in $" + TOKEN_ENV + ">" if os.environ.get(TOKEN_ENV) else token
         console.print(f"{where}/dashboard?token={shown}", highlight=False, soft_wrap=True)
 

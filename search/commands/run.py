@@ -60,9 +60,17 @@ def search_context(
     workspace = Workspace(options.workspace)
     url = resolve_storage_url(options.storage, options.workspace)
     try:
-        return SearchContext.prepare(definition, workspace, url, study_name=options.study_name, data=options.data,
-                                     seed=options.seed, settings=settings, requested=requested,
-                                     raise_total=raise_total)  # fmt: skip
+        return SearchContext.prepare(
+            definition,
+            workspace,
+            url,
+            study_name=options.study_name,
+            data=options.data,
+            seed=options.seed,
+            settings=settings,
+            requested=requested,
+            raise_total=raise_total,
+        )
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None
 
@@ -72,9 +80,13 @@ class LiveDisplay:
 
     def __init__(self, console: Console, total: int, done: int) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"), console=console,
-        )  # fmt: skip
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+        )
         self.study_task = self.progress.add_task("study trials", total=total, completed=done, status="")
         self.train_task = self.progress.add_task("training", total=None, status="", visible=False)
         self.started: dict[int, float] = {}
@@ -85,11 +97,21 @@ class LiveDisplay:
             self.started[event["trial"]] = time.perf_counter()
             label = f" ({event['thesis']})" if event.get("thesis") else ""
             description = f"trial {event['trial']}{label}"
-            self.progress.update(self.train_task, visible=True, completed=0, total=None,
-                                 description=description, status=f"{event['size_mb']:.2f} MB")  # fmt: skip
+            self.progress.update(
+                self.train_task,
+                visible=True,
+                completed=0,
+                total=None,
+                description=description,
+                status=f"{event['size_mb']:.2f} MB",
+            )
         elif kind == "step":
-            self.progress.update(self.train_task, completed=event["step"], total=event["total_steps"],
-                                 status=f"epoch {event['epoch'] + 1}  loss {event['loss']:.4f}")  # fmt: skip
+            self.progress.update(
+                self.train_task,
+                completed=event["step"],
+                total=event["total_steps"],
+                status=f"epoch {event['epoch'] + 1}  loss {event['loss']:.4f}",
+            )
         elif kind == "front_seeds":
             self.progress.update(self.train_task, status=f"near the front: training {event['seeds']} seeds")
         elif kind == "waiting":
@@ -180,16 +202,21 @@ def run(
 
 def _run_group(context: SearchContext, study: optuna.Study, group: tuple[int, list[str]], console: Console) -> int:
     count, worker_args = group
-    console.print(f"study {context.study_name}: {count} worker processes on this machine "
-                  f"(each an equal share of a GPU's memory where there is one)", highlight=False)  # fmt: skip
+    console.print(
+        f"study {context.study_name}: {count} worker processes on this machine "
+        f"(each an equal share of a GPU's memory where there is one)",
+        highlight=False,
+    )
     # The study exists (created above, before any worker starts: no creation race); the
     # workers open their own connections, so this process keeps none while it waits.
     engine = getattr(storage_backend(study), "engine", None)
     if engine is not None:
         engine.dispose()
     code = run_group(worker_args, count)
-    console.print(f"{count} workers ended (exit code {code}). Pareto front: "
-                  f"ecgsearch pareto --study-name {context.study_name}", highlight=False)  # fmt: skip
+    console.print(
+        f"{count} workers ended (exit code {code}). Pareto front: ecgsearch pareto --study-name {context.study_name}",
+        highlight=False,
+    )
     console.print(f"study {context.study_name}: {repeats_line(study)}", highlight=False)
     return code
 

@@ -37,8 +37,16 @@ def _storage_url(storage_file: Path | None) -> str | None:
     return storage_file.read_text().strip()
 
 
-def submit(options: StudyOptions, spec: JobSpec, *, storage_file: Path | None, requested: dict[str, Any],
-           raise_total: bool, dry_run: bool, console: Console) -> None:  # fmt: skip
+def submit(
+    options: StudyOptions,
+    spec: JobSpec,
+    *,
+    storage_file: Path | None,
+    requested: dict[str, Any],
+    raise_total: bool,
+    dry_run: bool,
+    console: Console,
+) -> None:
     """Create the study with its settings, enqueue E1-E18, then submit the worker array (or print it)."""
     url = _storage_url(storage_file)
     if url is None and not dry_run:
@@ -47,8 +55,12 @@ def submit(options: StudyOptions, spec: JobSpec, *, storage_file: Path | None, r
         # `ecgsearch confirm --no-run` made it: its workers run what it enqueued, whatever the total.
         requested, raise_total = {}, False
     context = search_context(dataclasses.replace(options, storage=url), requested=requested, raise_total=raise_total)
-    spec = dataclasses.replace(spec, data=str(context.cache), study_name=context.study_name,
-                               storage_file=str(storage_file.resolve()) if storage_file else None)  # fmt: skip
+    spec = dataclasses.replace(
+        spec,
+        data=str(context.cache),
+        study_name=context.study_name,
+        storage_file=str(storage_file.resolve()) if storage_file else None,
+    )
     script = render_script(spec)
     if dry_run:
         print(script)
@@ -87,8 +99,9 @@ def status(job_id: str | None, study_name: str, storage_file: Path | None, *, co
     if job_id:
         tasks = slurm_status(job_id)
         for task in tasks:
-            console.print(f"task {task['task']:<14} {task['state']:<10} {task['elapsed']:>10}  {task['reason']}",
-                          highlight=False)  # fmt: skip
+            console.print(
+                f"task {task['task']:<14} {task['state']:<10} {task['elapsed']:>10}  {task['reason']}", highlight=False
+            )
         if not tasks:
             console.print(f"job {job_id}: no task is queued or running (all ended)")
     url = _storage_url(storage_file)
@@ -104,6 +117,10 @@ def status(job_id: str | None, study_name: str, storage_file: Path | None, *, co
     total = study.user_attrs.get(SETTINGS_ATTR, {}).get("total")
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     workers = collections.Counter(t.user_attrs.get("identity", {}).get("worker", "?") for t in complete)
-    console.print(f"study {study_name}: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
-                  + (f" of a total of {total}" if total else ""), highlight=False)  # fmt: skip
+    console.print(
+        f"study {study_name}: "
+        + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
+        + (f" of a total of {total}" if total else ""),
+        highlight=False,
+    )
     console.print(f"completed trials per worker: {dict(workers)}", highlight=False)

@@ -61,8 +61,10 @@ def _ecgsearch_command() -> str:
 def render_script(spec: JobSpec) -> str:
     """The sbatch script for ``spec`` from the shipped template (no storage URL in it)."""
     template = Template(resources.files("ecgsearch.slurm").joinpath("worker.sbatch").read_text())
-    optional = [f"#SBATCH --partition={spec.partition}" if spec.partition else "",
-                f"#SBATCH --account={spec.account}" if spec.account else ""]  # fmt: skip
+    optional = [
+        f"#SBATCH --partition={spec.partition}" if spec.partition else "",
+        f"#SBATCH --account={spec.account}" if spec.account else "",
+    ]
     if spec.storage_file:
         storage = f'export {STORAGE_ENV}="$(cat {shlex.quote(spec.storage_file)})"'
     else:
@@ -113,8 +115,9 @@ def submit_script(script: str, workspace: Path, study_name: str) -> tuple[str, P
     (workspace / "slurm-logs").mkdir(parents=True, exist_ok=True)
     path = folder / f"{study_name}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
     path.write_text(script)
-    result = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True,
-                            timeout=SLURM_TIMEOUT_S, check=False)  # fmt: skip
+    result = subprocess.run(
+        ["sbatch", "--parsable", str(path)], capture_output=True, text=True, timeout=SLURM_TIMEOUT_S, check=False
+    )
     if result.returncode != 0:
         raise RuntimeError(f"sbatch refused {path}: {result.stderr.strip()}")
     return result.stdout.strip().split(";")[0], path
@@ -122,8 +125,13 @@ def submit_script(script: str, workspace: Path, study_name: str) -> tuple[str, P
 
 def slurm_status(job_id: str) -> list[dict[str, str]]:
     """The array's tasks as squeue shows them (empty once all have ended)."""
-    result = subprocess.run(["squeue", "-h", "-r", "-j", job_id, "-o", "%i|%T|%M|%R"], capture_output=True,
-                            text=True, timeout=SLURM_TIMEOUT_S, check=False)  # fmt: skip
+    result = subprocess.run(
+        ["squeue", "-h", "-r", "-j", job_id, "-o", "%i|%T|%M|%R"],
+        capture_output=True,
+        text=True,
+        timeout=SLURM_TIMEOUT_S,
+        check=False,
+    )
     if result.returncode != 0 and "Invalid job id" not in result.stderr:
         raise RuntimeError(f"squeue failed: {result.stderr.strip()}")
     rows = []

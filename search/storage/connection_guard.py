@@ -30,14 +30,20 @@ from sqlalchemy.engine import make_url
 
 from ecgsearch.errors import UserError
 
-__all__ = ["LockLost", "OutageGuard", "StorageRefused", "StorageUnavailable", "connection_error", "limit_hit",
-           "redact"]  # fmt: skip
+__all__ = ["LockLost", "OutageGuard", "StorageRefused", "StorageUnavailable", "connection_error", "limit_hit", "redact"]
 
 T = TypeVar("T")
 
 # Connection errors that waiting cannot cure: a wrong password, user or database name.
-_PERMANENT = ("authentication failed", "no password supplied", "does not exist", "permission denied",
-              "pg_hba.conf", "could not translate host name", "unable to open database file")  # fmt: skip
+_PERMANENT = (
+    "authentication failed",
+    "no password supplied",
+    "does not exist",
+    "permission denied",
+    "pg_hba.conf",
+    "could not translate host name",
+    "unable to open database file",
+)
 # PostgreSQL's refusals for a connection limit, and which limit each names.
 _LIMITS = {
     "too many connections for role": "role",
@@ -133,8 +139,9 @@ class OutageGuard:
         self.limit_refusals = 0  # connections refused for a limit, in all
         self._limit_logged_at: float | None = None
 
-    def call(self, function: Callable[..., T], *args: Any, on_retry: Callable[[], None] | None = None,
-             **kwargs: Any) -> T:  # fmt: skip
+    def call(
+        self, function: Callable[..., T], *args: Any, on_retry: Callable[[], None] | None = None, **kwargs: Any
+    ) -> T:
         """``function(*args, **kwargs)``, retried through outages and limits (see the module)."""
         delay = 0.5
         limit_delay = 0.2

@@ -58,8 +58,14 @@ def lock_key(name: str) -> int:
 class DatabaseLock:
     """A lock named ``name`` on the study storage; acquire/release may span calls (see the module)."""
 
-    def __init__(self, target: ResilientRDBStorage | str, name: str, *, reacquire_on_loss: bool = True,
-                 wait_timeout: float = WAIT_TIMEOUT_SECONDS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        target: ResilientRDBStorage | str,
+        name: str,
+        *,
+        reacquire_on_loss: bool = True,
+        wait_timeout: float = WAIT_TIMEOUT_SECONDS,
+    ) -> None:
         self.name = name
         self.reacquire_on_loss = reacquire_on_loss
         self.wait_timeout = wait_timeout
@@ -104,8 +110,9 @@ class DatabaseLock:
                     "that process may be stuck: end it (its lock goes with its connection)"
                 )
             if not reported and waited > WAIT_REPORT_SECONDS:
-                self.storage.guard.log(f"waiting {waited:.0f} s for the database lock {self.name!r}, "
-                                       f"held by {self._holder()}")  # fmt: skip
+                self.storage.guard.log(
+                    f"waiting {waited:.0f} s for the database lock {self.name!r}, held by {self._holder()}"
+                )
                 reported = True
             time.sleep(random.uniform(0.5, 1.0) * pause)
             pause = min(pause * 2, _LONGEST_PAUSE)

@@ -110,9 +110,12 @@ def running_trials_without_heartbeat(storage: optuna.storages.RDBStorage, study_
         query = (
             sqlalchemy.select(models.TrialModel.trial_id)
             .outerjoin(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
-            .where(models.TrialModel.study_id == study_id, models.TrialModel.state == TrialState.RUNNING,
-                   models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
-        )  # fmt: skip
+            .where(
+                models.TrialModel.study_id == study_id,
+                models.TrialModel.state == TrialState.RUNNING,
+                models.TrialHeartbeatModel.trial_heartbeat_id.is_(None),
+            )
+        )
         return [row[0] for row in connection.execute(query)]
 
 
@@ -171,8 +174,11 @@ def read_trial_summaries(
         wanted = [user.c.key.in_(user_keys), *(user.c.key.startswith(p, autoescape=True) for p in key_prefixes)]
         users = session.execute(of_study(user, "trial_id", "key", "value_json").where(sqlalchemy.or_(*wanted))).all()
         named = system.c.key.startswith(CONSTRAINTS_KEY + ":", autoescape=True)
-        constraints = session.execute(of_study(system, "trial_id", "key", "value_json")
-                                      .where(sqlalchemy.or_(system.c.key == CONSTRAINTS_KEY, named))).all()  # fmt: skip
+        constraints = session.execute(
+            of_study(system, "trial_id", "key", "value_json").where(
+                sqlalchemy.or_(system.c.key == CONSTRAINTS_KEY, named)
+            )
+        ).all()
     objective_values: dict[int, dict[int, float]] = {}
     for trial_id, objective, stored, kind in values:
         objective_values.setdefault(trial_id, {})[objective] = models.TrialValueModel.stored_repr_to_value(stored, kind)
@@ -185,12 +191,22 @@ def read_trial_summaries(
     summaries = []
     for trial_id, number, state, started, completed in sorted(rows, key=lambda r: r.number):
         by_objective = objective_values.get(trial_id)
-        summaries.append(FrozenTrial(
-            number=number, state=state, value=None, datetime_start=started, datetime_complete=completed,
-            params={}, distributions={}, user_attrs=user_attrs.get(trial_id, {}),
-            system_attrs=system_attrs.get(trial_id, {}), intermediate_values={}, trial_id=trial_id,
-            values=[by_objective[i] for i in sorted(by_objective)] if by_objective else None,
-        ))  # fmt: skip
+        summaries.append(
+            FrozenTrial(
+                number=number,
+                state=state,
+                value=None,
+                datetime_start=started,
+                datetime_complete=completed,
+                params={},
+                distributions={},
+                user_attrs=user_attrs.get(trial_id, {}),
+                system_attrs=system_attrs.get(trial_id, {}),
+                intermediate_values={},
+                trial_id=trial_id,
+                values=[by_objective[i] for i in sorted(by_objective)] if by_objective else None,
+            )
+        )
     return summaries
 
 

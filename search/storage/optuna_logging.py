@@ -32,8 +32,15 @@ def quiet_optuna() -> None:
         if _TRIAL_FAILED_FILTER not in handler.filters:
             handler.addFilter(_TRIAL_FAILED_FILTER)
     # Knowingly used experimental features: heartbeats and fail_stale_trials, artifacts, set_constraint.
-    for feature in ("heartbeat_interval", "fail_stale_trials", "upload_artifact", "download_artifact",
-                    "get_all_artifact_meta", "set_constraint", "FileSystemArtifactStore",
-                    "set_metric_names"):  # fmt: skip
+    for feature in (
+        "heartbeat_interval",
+        "fail_stale_trials",
+        "upload_artifact",
+        "download_artifact",
+        "get_all_artifact_meta",
+        "set_constraint",
+        "FileSystemArtifactStore",
+        "set_metric_names",
+    ):
         warnings.filterwarnings("ignore", message=f".*{feature}.*", category=optuna.exceptions.ExperimentalWarning)
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -35,15 +35,21 @@ class RetryFailedTrial:
         count = trial.system_attrs.get("retry_count", len(history) - 1) + int(counts)
         if count > self.max_retry:
             return
-        system_attrs: dict[str, Any] = {"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-                                        "retry_history": history, "retry_count": count}  # fmt: skip
+        system_attrs: dict[str, Any] = {
+            "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+            "retry_history": history,
+            "retry_count": count,
+        }
         user_attrs = {k: v for k, v in trial.user_attrs.items() if k in INHERITED_BY_RETRY}
         study.add_trial(
             optuna.create_trial(
-                state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-                user_attrs=user_attrs, system_attrs=system_attrs,
+                state=TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs=user_attrs,
+                system_attrs=system_attrs,
             )
-        )  # fmt: skip
+        )
 
 
 def retried_trials(trials: list[FrozenTrial]) -> set[int]:

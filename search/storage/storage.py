@@ -74,8 +74,9 @@ class StorageSettings:
     is failed and retried within about two minutes.
     """
 
-    def __init__(self, heartbeat_interval: int = 30, grace_period: int = 90, max_retries: int = 2,
-                 outage_timeout: float = 600.0) -> None:  # fmt: skip
+    def __init__(
+        self, heartbeat_interval: int = 30, grace_period: int = 90, max_retries: int = 2, outage_timeout: float = 600.0
+    ) -> None:
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.max_retries = max_retries
@@ -171,19 +172,22 @@ class ResilientRDBStorage(RDBStorage):
             return []
         # A trial whose worker died between the ask and its first heartbeat has no heartbeat row,
         # and Optuna never finds it stale: its clock starts now, so it is reaped a grace period on.
-        for trial_id in self.guard.call(running_trials_without_heartbeat, self, study_id,
-                                        on_retry=self.scoped_session.remove):  # fmt: skip
+        for trial_id in self.guard.call(
+            running_trials_without_heartbeat, self, study_id, on_retry=self.scoped_session.remove
+        ):
             self.guard.call(RDBStorage.record_heartbeat, self, trial_id, on_retry=self.scoped_session.remove)
         return self.guard.call(RDBStorage._get_stale_trial_ids, self, study_id, on_retry=self.scoped_session.remove)
 
     def trial_summaries(self, study_id: int, user_keys: tuple[str, ...], key_prefixes: tuple[str, ...]) -> list[Any]:
         """``optuna_internals.trial_summaries``'s narrow read, retried."""
-        return self.guard.call(read_trial_summaries, self, study_id, user_keys, key_prefixes,
-                               on_retry=self.scoped_session.remove)  # fmt: skip
+        return self.guard.call(
+            read_trial_summaries, self, study_id, user_keys, key_prefixes, on_retry=self.scoped_session.remove
+        )
 
     def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
-        frozen = self.guard.call(RDBStorage._create_new_trial, self, study_id, template_trial,
-                                 on_retry=self.scoped_session.remove)  # fmt: skip
+        frozen = self.guard.call(
+            RDBStorage._create_new_trial, self, study_id, template_trial, on_retry=self.scoped_session.remove
+        )
         if frozen.state == TrialState.RUNNING:
             self.asked_trial_id = frozen._trial_id
         return frozen
@@ -233,12 +237,29 @@ def _close_idle_connections() -> None:
 
 
 # The storage calls Optuna (and its cache layer) makes; each is retried through an outage.
-_RETRIED = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
-            "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
-            "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
-            "_set_trial_param", "get_trial_param", "set_trial_intermediate_value",
-            "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
-            "get_trial", "_get_trials", "_get_best_trial_id")  # fmt: skip
+_RETRIED = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "get_all_studies",
+    "_set_trial_param",
+    "get_trial_param",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "_get_trials",
+    "_get_best_trial_id",
+)
 
 
 def _retried(name: str) -> Callable[..., Any]:
@@ -265,8 +286,11 @@ def open_storage(url: str, settings: StorageSettings | None = None) -> Resilient
     """The study storage for ``url``, with heartbeats and outage retries from ``settings``."""
     settings = settings or StorageSettings()
     guard = OutageGuard(url, settings.outage_timeout)
-    options = {"heartbeat_interval": settings.heartbeat_interval, "grace_period": settings.grace_period,
-               "heartbeat_stale_trial_callback": RetryFailedTrial(settings.max_retries)}  # fmt: skip
+    options = {
+        "heartbeat_interval": settings.heartbeat_interval,
+        "grace_period": settings.grace_period,
+        "heartbeat_stale_trial_callback": RetryFailedTrial(settings.max_retries),
+    }
     if make_url(url).get_backend_name() == "sqlite":
         # Several local processes share one SQLite file: wait for locks instead of failing.
         engine_kwargs: dict = {"connect_args": {"timeout": 60}}
@@ -275,15 +299,26 @@ def open_storage(url: str, settings: StorageSettings | None = None) -> Resilient
     # One connection, no overflow (see the module); the application name tells workers apart
     # in pg_stat_activity.
     application = f"ecgsearch {socket.gethostname()}:{os.getpid()}"[:63]
-    engine_kwargs = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 3600, "pool_pre_ping": True,
-                     "connect_args": {"application_name": application}}  # fmt: skip
+    engine_kwargs = {
+        "pool_size": 1,
+        "max_overflow": 0,
+        "pool_timeout": 3600,
+        "pool_pre_ping": True,
+        "connect_args": {"application_name": application},
+    }
     version = guard.call(_schema_version, url, engine_kwargs)
     if version is None:
         _create_optuna_tables(url, guard, engine_kwargs)
         version = guard.call(_schema_version, url, engine_kwargs)
     # Optuna's own schema check needs two connections at once; the same check, on one.
-    storage = ResilientRDBStorage(url, guard=guard, engine_kwargs=engine_kwargs, skip_table_creation=True,
-                                  skip_compatibility_check=True, **options)  # fmt: skip
+    storage = ResilientRDBStorage(
+        url,
+        guard=guard,
+        engine_kwargs=engine_kwargs,
+        skip_table_creation=True,
+        skip_compatibility_check=True,
+        **options,
+    )
     head = storage.get_head_version()
     if version != head:
         raise StorageRefused(

@@ -100,8 +100,9 @@ class StudyDefinition:
 
 def shipped_definitions() -> list[str]:
     """Names of the definitions shipped in ``ecgsearch.studies``."""
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("ecgsearch.studies").iterdir()
-                  if p.name.endswith(".toml"))  # fmt: skip
+    return sorted(
+        p.name.removesuffix(".toml") for p in resources.files("ecgsearch.studies").iterdir() if p.name.endswith(".toml")
+    )
 
 
 def load_definition(name_or_path: str | Path) -> StudyDefinition:

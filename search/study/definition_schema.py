@@ -62,8 +62,14 @@ ClassSetName = Literal["thesis17", "thesis17-literal", "challenge2021"]
 # Kept equal to ecgnet.data.preprocess.PREPROCESS_STYLES by a test (importing it would load scipy).
 PreprocessStyle = Literal["exact", "base-code"]
 # Defaults of [data] absent keys (those of ecgnet.data_spec.DataSpec; a test keeps them equal).
-DATA_DEFAULTS = {"test": "cpsc", "folds": 5, "fold": 0, "split_seed": 0, "class_set": DEFAULT_CLASS_SET,
-                 "preprocess": None}  # fmt: skip
+DATA_DEFAULTS = {
+    "test": "cpsc",
+    "folds": 5,
+    "fold": 0,
+    "split_seed": 0,
+    "class_set": DEFAULT_CLASS_SET,
+    "preprocess": None,
+}
 
 # strict: TOML "two" or 32.5 must not become an int; allow_inf_nan: TOML has inf and nan.
 _CONFIG = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -313,8 +319,10 @@ class DefinitionModel(BaseModel):
             raise ValueError("early_stopping.rungs are epochs: give [training] epochs, not max_steps")
         last = self.early_stopping.rungs[-1]
         if last >= self.training.epochs:
-            raise ValueError(f"early_stopping.rungs: rung {last} is not before the last epoch "
-                             f"(training.epochs = {self.training.epochs})")  # fmt: skip
+            raise ValueError(
+                f"early_stopping.rungs: rung {last} is not before the last epoch "
+                f"(training.epochs = {self.training.epochs})"
+            )
         return self
 
 

@@ -43,6 +43,8 @@ def near_front(
 
     Deterministic objectives (size, MACs, latency) are taken as they are.
     """
-    lifted = [v + (margin if d == "maximize" else -margin) if n else v
-              for v, d, n in zip(point, directions, noisy, strict=True)]  # fmt: skip
+    lifted = [
+        v + (margin if d == "maximize" else -margin) if n else v
+        for v, d, n in zip(point, directions, noisy, strict=True)
+    ]
     return not any(dominates(list(other), lifted, list(directions)) for other in others)

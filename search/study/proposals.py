@@ -151,8 +151,9 @@ class _HistoryWindow:
 
     def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[FrozenTrial]:
         if self._window is None:  # one read per ask: the view lives for one proposal
-            self._window = history_window(self._study._get_trials(deepcopy=False, use_cache=True),
-                                          self._study.directions)  # fmt: skip
+            self._window = history_window(
+                self._study._get_trials(deepcopy=False, use_cache=True), self._study.directions
+            )
         trials = [t for t in self._window if states is None or t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
 
@@ -161,9 +162,11 @@ class _HistoryWindow:
 
 
 def history_window(
-    trials: list[FrozenTrial], directions: list[optuna.study.StudyDirection],
-    best: int = HISTORY_BEST, recent: int = HISTORY_RECENT,
-) -> list[FrozenTrial]:  # fmt: skip
+    trials: list[FrozenTrial],
+    directions: list[optuna.study.StudyDirection],
+    best: int = HISTORY_BEST,
+    recent: int = HISTORY_RECENT,
+) -> list[FrozenTrial]:
     """``trials`` (in order) less the finished ones that are neither among the ``best`` nor the ``recent``.
 
     Unfinished trials always stay (a sampler may count running ones). Best: by non-domination

@@ -102,10 +102,14 @@ def settle(
             continue
         hint = "drop the flag (workers follow the study's settings) or use another --study-name"
         if key == "total":
-            hint = ("omit --trials, or add --raise-total to raise it" if value > current
-                    else "a study's total cannot be lowered")  # fmt: skip
-        conflicts.append(f"{key} is {current!r} in study {study_name!r}, this command gives {FLAGS[key]} "
-                         f"{value!r}: {hint}")  # fmt: skip
+            hint = (
+                "omit --trials, or add --raise-total to raise it"
+                if value > current
+                else "a study's total cannot be lowered"
+            )
+        conflicts.append(
+            f"{key} is {current!r} in study {study_name!r}, this command gives {FLAGS[key]} {value!r}: {hint}"
+        )
     if conflicts:
         raise SettingsConflict("; ".join(conflicts))
     if raise_total and "total" not in changes and "total" not in requested:
@@ -124,8 +128,10 @@ def _limit_conflicts(recorded: dict[str, float], requested: dict[str, float], st
             continue
         flag = f"--max-mb {value:g}" if metric == "size_mb" else f"--max {metric}={value:g}"
         has = f"is {current!r}" if current is not None else "is not set"
-        conflicts.append(f"the {metric} limit {has} in study {study_name!r}, this command gives {flag}: drop the "
-                         "flag (workers follow the study's settings) or use another --study-name")  # fmt: skip
+        conflicts.append(
+            f"the {metric} limit {has} in study {study_name!r}, this command gives {flag}: drop the "
+            "flag (workers follow the study's settings) or use another --study-name"
+        )
     return conflicts
 
 

@@ -96,10 +96,17 @@ class SearchSpace:
         """The parameters that give ``arch``; raises when the space cannot express it."""
         params: dict[str, Any] = {f"blocks_{i}": b for i, b in enumerate(arch.blocks, start=1)}
         params.update(
-            width_multiplier=arch.width_multiplier, conv_type=arch.conv_type, se=arch.se, bn1=arch.bn1,
-            bn2=arch.bn2, conv2=arch.conv2, stem=f"{arch.stem_kernel}/{arch.resolved_stem_padding}",
-            block_kernel=arch.block_kernel, metadata_features=arch.metadata_features, dropout=arch.dropout,
-        )  # fmt: skip
+            width_multiplier=arch.width_multiplier,
+            conv_type=arch.conv_type,
+            se=arch.se,
+            bn1=arch.bn1,
+            bn2=arch.bn2,
+            conv2=arch.conv2,
+            stem=f"{arch.stem_kernel}/{arch.resolved_stem_padding}",
+            block_kernel=arch.block_kernel,
+            metadata_features=arch.metadata_features,
+            dropout=arch.dropout,
+        )
         for i in range(1, 5):
             if not self.blocks_low <= params[f"blocks_{i}"] <= self.blocks_high:
                 raise ValueError(f"blocks_{i}={params[f'blocks_{i}']} is outside the space's blocks range")

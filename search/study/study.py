@@ -48,8 +48,9 @@ SLOT_ENV = "ECGSEARCH_WORKER_SLOT"
 # Which process ran a trial: host, and the Slurm array task (or the process id outside Slurm),
 # then /slot for one of K workers a task (or `run --workers K`) starts (a worker alone keeps its
 # old name).
-WORKER_ID = (f"{socket.gethostname()}:{os.environ.get('SLURM_ARRAY_TASK_ID') or 'pid' + str(os.getpid())}"
-             + (f"/{os.environ[SLOT_ENV]}" if os.environ.get(SLOT_ENV) else ""))  # fmt: skip
+WORKER_ID = f"{socket.gethostname()}:{os.environ.get('SLURM_ARRAY_TASK_ID') or 'pid' + str(os.getpid())}" + (
+    f"/{os.environ[SLOT_ENV]}" if os.environ.get(SLOT_ENV) else ""
+)
 
 
 class StudyMismatchError(UserError):
@@ -110,8 +111,9 @@ class SearchContext:
                 raise FileNotFoundError(f"{cache}: no such data cache; create it with `ecgsearch data prepare`")
         else:
             synthetic = definition.data["synthetic"]
-            cache = workspace.synthetic_cache(int(synthetic["records"]), int(synthetic.get("seed", 0)),
-                                              definition.data_spec.preprocess or "exact")  # fmt: skip
+            cache = workspace.synthetic_cache(
+                int(synthetic["records"]), int(synthetic.get("seed", 0)), definition.data_spec.preprocess or "exact"
+            )
         # Here, not at the top: the data stack (h5py, pandas, scipy) is for workers, not for reading a study.
         from ecgnet.data.cache_reader import check_cache_fits
 
@@ -119,8 +121,17 @@ class SearchContext:
             check_cache_fits(dataclasses.replace(definition.data_spec, cache=str(cache)))
         except InputError as exc:
             raise UserError(f"{exc} (study definition {definition.source})") from None
-        return cls(definition, workspace, storage_url, study_name or definition.name, cache, seed,
-                   settings or StorageSettings(), dict(requested or {}), raise_total)  # fmt: skip
+        return cls(
+            definition,
+            workspace,
+            storage_url,
+            study_name or definition.name,
+            cache,
+            seed,
+            settings or StorageSettings(),
+            dict(requested or {}),
+            raise_total,
+        )
 
 
 def create_sampler(definition: StudyDefinition, name: str | None, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -148,8 +159,9 @@ def _botorch_sampler(seed: int | None, settings: dict[str, Any]) -> optuna.sampl
     try:
         from optuna_integration.botorch import BoTorchSampler, qnehvi_candidates_func
     except ImportError:
-        raise UserError("sampler 'botorch' needs optuna-integration and botorch: "
-                        "pip install 'ecgsearch[botorch]'") from None  # fmt: skip
+        raise UserError(
+            "sampler 'botorch' needs optuna-integration and botorch: pip install 'ecgsearch[botorch]'"
+        ) from None
     # Running trials count as pending points, so parallel workers are not sent to one place.
     return BoTorchSampler(seed=seed, candidates_func=qnehvi_candidates_func, consider_running_trials=True, **settings)
 
@@ -157,11 +169,14 @@ def _botorch_sampler(seed: int | None, settings: dict[str, Any]) -> optuna.sampl
 def default_settings(definition: StudyDefinition, storage: StorageSettings) -> StudySettings:
     """A new study's settings before the user's flags: the definition's, then ecgsearch's defaults."""
     return StudySettings(
-        total=definition.default_trials, sampler=definition.sampler.get("name", DEFAULT_SAMPLER),
-        thesis=bool(definition.fixed_trials), heartbeat_interval=storage.heartbeat_interval,
-        grace_period=storage.grace_period, max_retries=storage.max_retries,
+        total=definition.default_trials,
+        sampler=definition.sampler.get("name", DEFAULT_SAMPLER),
+        thesis=bool(definition.fixed_trials),
+        heartbeat_interval=storage.heartbeat_interval,
+        grace_period=storage.grace_period,
+        max_retries=storage.max_retries,
         max_consecutive_failures=DEFAULT_MAX_CONSECUTIVE_FAILURES,
-    )  # fmt: skip
+    )
 
 
 def study_settings(study: optuna.Study) -> StudySettings:
@@ -201,9 +216,12 @@ def open_study(
             # Checked before anything is written: a refused worker leaves the study as it was.
             _check_fingerprints(context.study_name, attrs, expected)
         study = optuna.create_study(
-            storage=storage, study_name=context.study_name, directions=directions, sampler=sampler,
+            storage=storage,
+            study_name=context.study_name,
+            directions=directions,
+            sampler=sampler,
             load_if_exists=True,
-        )  # fmt: skip
+        )
         if not initialised:
             study.set_metric_names([o.metric for o in definition.objectives])
             study.set_user_attr("definition", json.loads(json.dumps(definition.raw)))
@@ -213,8 +231,13 @@ def open_study(
             for key, value in expected.items():
                 study.set_user_attr(key, value)
         recorded = StudySettings.from_dict(attrs[SETTINGS_ATTR]) if SETTINGS_ATTR in attrs else None
-        settings, changes = settle(recorded, default_settings(definition, context.settings), context.requested,
-                                   raise_total=context.raise_total, study_name=context.study_name)  # fmt: skip
+        settings, changes = settle(
+            recorded,
+            default_settings(definition, context.settings),
+            context.requested,
+            raise_total=context.raise_total,
+            study_name=context.study_name,
+        )
         if recorded is None or changes:
             study.set_user_attr(SETTINGS_ATTR, settings.to_dict())
         if changes:

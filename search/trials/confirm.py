@@ -40,8 +40,9 @@ def confirm_jobs(trials: list[FrozenTrial], chosen: list[int], seeds: int, study
     return [(n, study_seed + k) for n in networks for k in range(1, seeds) if study_seed + k not in own[n]]
 
 
-def enqueue_jobs(confirm: optuna.Study, main_trials: list[FrozenTrial], jobs: list[tuple[int, int]], lock_url: str
-                 ) -> list[tuple[int, int]]:  # fmt: skip
+def enqueue_jobs(
+    confirm: optuna.Study, main_trials: list[FrozenTrial], jobs: list[tuple[int, int]], lock_url: str
+) -> list[tuple[int, int]]:
     """Enqueue the jobs the confirm study has neither done nor queued; returns those enqueued.
 
     Under a database lock, so that two ``confirm`` commands enqueue each job once.
@@ -50,8 +51,9 @@ def enqueue_jobs(confirm: optuna.Study, main_trials: list[FrozenTrial], jobs: li
     with database_lock(lock_target(confirm, lock_url), f"enqueue:{confirm.study_name}"):
         present = {
             (t.user_attrs.get(CONFIRMS_ATTR), t.user_attrs.get(SEED_ATTR))
-            for t in confirm.get_trials(deepcopy=False) if t.state != TrialState.FAIL
-        }  # fmt: skip
+            for t in confirm.get_trials(deepcopy=False)
+            if t.state != TrialState.FAIL
+        }
         added = []
         for number, seed in jobs:
             if (number, seed) in present:

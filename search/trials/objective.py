@@ -177,8 +177,15 @@ class TrialObjective:
         self.on_event({"event": "trial_start", **event, "arch": arch.to_dict(), **(shown or {})})
         return figures, event
 
-    def _finish(self, trial: optuna.Trial, outcome: RunOutcome, record: dict[str, Any], figures: dict[str, float],
-                event: dict[str, Any], outcome_text: str) -> tuple[float, ...]:  # fmt: skip
+    def _finish(
+        self,
+        trial: optuna.Trial,
+        outcome: RunOutcome,
+        record: dict[str, Any],
+        figures: dict[str, float],
+        event: dict[str, Any],
+        outcome_text: str,
+    ) -> tuple[float, ...]:
         """Record a trained network's ``result`` (``record``), keep its model (``outcome``'s),
         announce the end; returns the values the trial reports."""
         trial.set_user_attr("result", record)
@@ -192,8 +199,9 @@ class TrialObjective:
         """A trained run's ``result_record``, with int8 figures when an objective names one."""
         return result_record(outcome, self._int8_scores(outcome))
 
-    def _front_seeds(self, trial: optuna.Trial, arch, figures: dict[str, float], record: dict[str, Any]
-                     ) -> dict[int, dict[str, Any]]:  # fmt: skip
+    def _front_seeds(
+        self, trial: optuna.Trial, arch, figures: dict[str, float], record: dict[str, Any]
+    ) -> dict[int, dict[str, Any]]:
         """Under ``[seeds] front = N``: the records of N - 1 more seeds when the first run comes
         near the current front (``front_seeds.near_front``), else none."""
         settings, definition = self.context.definition.front_seeds, self.context.definition
@@ -201,8 +209,11 @@ class TrialObjective:
             return {}
         directions = [o.direction for o in definition.objectives]
         point = self._values({**figures, **trained_figures(record)})
-        others = [t.values for t in trials_just_read(trial.study, fresh=True)
-                  if t.number != trial.number and is_trained(t) and t.values]  # fmt: skip
+        others = [
+            t.values
+            for t in trials_just_read(trial.study, fresh=True)
+            if t.number != trial.number and is_trained(t) and t.values
+        ]
         noisy = [o.metric.startswith("val_") for o in definition.objectives]
         if not near_front(point, others, directions, noisy, settings.margin):
             return {}
@@ -246,15 +257,22 @@ class TrialObjective:
                     trial.set_user_attr(name, value)
             trial.set_user_attr("repeats_trial", repeated.number)
             trial.set_user_attr("trained", False)
-            self.on_event({"event": "trial_end", **event, "outcome": f"repeats trial {repeated.number}",
-                           "values": tuple(repeated.values)})  # fmt: skip
+            self.on_event(
+                {
+                    "event": "trial_end",
+                    **event,
+                    "outcome": f"repeats trial {repeated.number}",
+                    "values": tuple(repeated.values),
+                }
+            )
             return tuple(repeated.values)
 
         outcome = self._train(trial, arch, should_stop=self._rung_check(trial, figures))
         if outcome.result.stopped_early:
             epochs = len(outcome.result.history)
-            trial.set_user_attr("stopped", {"rung": epochs, "epochs_trained": epochs,
-                                            "reason": outcome.result.stopped_early})  # fmt: skip
+            trial.set_user_attr(
+                "stopped", {"rung": epochs, "epochs_trained": epochs, "reason": outcome.result.stopped_early}
+            )
             trial.set_user_attr("trained", False)
             self.on_event({"event": "trial_end", **event, "outcome": f"stopped at rung {epochs}"})
             raise optuna.TrialPruned(outcome.result.stopped_early)
@@ -264,8 +282,9 @@ class TrialObjective:
             record = mean_record({definition.training.seed: record, **more})
         trial.set_user_attr("val_micro_auroc", record["val"]["micro_auroc"])
         trial.set_user_attr("test_micro_auroc", record["test"]["micro_auroc"])
-        return self._finish(trial, outcome, record, figures, event,
-                            f"trained, mean of {len(more) + 1} seeds" if more else "trained")  # fmt: skip
+        return self._finish(
+            trial, outcome, record, figures, event, f"trained, mean of {len(more) + 1} seeds" if more else "trained"
+        )
 
     def _pretraining_figures(self, trial: optuna.Trial, arch) -> dict[str, float]:
         """Size, params and MACs, and the costlier figures an objective or a limit names, recorded on the trial.
@@ -280,9 +299,13 @@ class TrialObjective:
             # Quantize the untrained network first: a structure the quantizer cannot take then
             # fails in a second, not after training (and again in every retry).
             wanted.add("int8_size_mb")
-        figures, notes = pretraining_figures(arch, wanted, calibration=self.latency_calibration,
-                                             samples=definition.latency_samples,
-                                             runs=definition.latency_runs)  # fmt: skip
+        figures, notes = pretraining_figures(
+            arch,
+            wanted,
+            calibration=self.latency_calibration,
+            samples=definition.latency_samples,
+            runs=definition.latency_runs,
+        )
         # Every attribute is one database round trip: the figures a user sorts by stand alone,
         # the rest is grouped.
         trial.set_user_attr("size_mb", figures["size_mb"])
@@ -326,8 +349,11 @@ class TrialObjective:
             # of reading every trial again; waiting for a running duplicate reads fresh ones.
             trials = trials_just_read(study, fresh=not first_look)
             first_look = False
-            same = [t for t in trials if t.user_attrs.get("identity", {}).get("config_key") == key
-                    and t.number != trial.number]  # fmt: skip
+            same = [
+                t
+                for t in trials
+                if t.user_attrs.get("identity", {}).get("config_key") == key and t.number != trial.number
+            ]
             # A finished network's result first; else one stopped at a rung (not trained again).
             done = [t for t in same if t.state == TrialState.COMPLETE and t.user_attrs.get("trained")]
             done = done or [t for t in same if t.state == TrialState.PRUNED]
@@ -366,19 +392,25 @@ class TrialObjective:
             epoch = entry["epoch"]
             if epoch not in settings.rungs:
                 return None
-            point = [float(entry[rung_metric(o.metric)] if o.metric.startswith("val_") else figures[o.metric])
-                     for o in objectives]  # fmt: skip
+            point = [
+                float(entry[rung_metric(o.metric)] if o.metric.startswith("val_") else figures[o.metric])
+                for o in objectives
+            ]
             if not all(math.isfinite(v) for v in point):
                 return None
             key = f"{RUNG_ATTR_PREFIX}{epoch}"
             trial.set_user_attr(key, point)
             if protected:
                 return None
-            recorded = {t.number: tuple(t.user_attrs[key]) for t in trials_just_read(trial.study, fresh=True)
-                        if key in t.user_attrs and t.state != TrialState.FAIL}  # fmt: skip
+            recorded = {
+                t.number: tuple(t.user_attrs[key])
+                for t in trials_just_read(trial.study, fresh=True)
+                if key in t.user_attrs and t.state != TrialState.FAIL
+            }
             recorded[trial.number] = tuple(point)
-            decision = rung_decision(trial.number, recorded, directions, eta=settings.eta,
-                                     min_trials=settings.min_trials)  # fmt: skip
+            decision = rung_decision(
+                trial.number, recorded, directions, eta=settings.eta, min_trials=settings.min_trials
+            )
             return None if decision.proceed else f"stopped at rung {epoch}: {decision.reason}"
 
         return check
@@ -430,9 +462,15 @@ class TrialObjective:
             # No ONNX: a trial keeps model.pt and model.json (ARTIFACT_FILES), from which `export`
             # writes the ONNX file; exporting it here cost 0.2-0.8 s a trial (2 s the first time).
             model_dir = export_outcome(
-                outcome, Path(tmp) / "model", self.data, self.data_spec, self.context.definition.training,
-                onnx=False, trial=trial.number, study=self.context.study_name,
-            )  # fmt: skip
+                outcome,
+                Path(tmp) / "model",
+                self.data,
+                self.data_spec,
+                self.context.definition.training,
+                onnx=False,
+                trial=trial.number,
+                study=self.context.study_name,
+            )
             self.upload_files(trial, model_dir)
 
     def upload_files(self, trial: optuna.Trial, model_dir: Path) -> None:

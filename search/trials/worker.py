@@ -147,17 +147,28 @@ class _Worker:
             enqueue_thesis(study, context, list(context.definition.fixed_trials)[: settings.total])
         data = load_data(context.data_spec, context.definition.training)
         self.backend = storage_backend(study)
-        self.lock = DatabaseLock(lock_target(study, context.storage_url), f"ask:{study.study_name}",
-                                 reacquire_on_loss=False)  # fmt: skip
+        self.lock = DatabaseLock(
+            lock_target(study, context.storage_url), f"ask:{study.study_name}", reacquire_on_loss=False
+        )
         self.in_trial = self.terminate = False
         self.current_trial: optuna.Trial | None = None
         self.retries_queued: set[int] = set()
-        hooks = TrialHooks(on_event=self.on_event, trial_started=self._trial_started, release_lock=self._release_lock,
-                           interrupted=lambda: self.terminate, queue_retry=self._queue_retry)  # fmt: skip
+        hooks = TrialHooks(
+            on_event=self.on_event,
+            trial_started=self._trial_started,
+            release_lock=self._release_lock,
+            interrupted=lambda: self.terminate,
+            queue_retry=self._queue_retry,
+        )
         objective_class = objective_class or (ConfirmObjective if self.confirming else TrialObjective)
-        self.objective = objective_class(context, data, context.data_spec, limits=settings.limits,
-                                         latency_calibration=self._latency_calibration(len(data.classes)),
-                                         hooks=hooks)  # fmt: skip
+        self.objective = objective_class(
+            context,
+            data,
+            context.data_spec,
+            limits=settings.limits,
+            latency_calibration=self._latency_calibration(len(data.classes)),
+            hooks=hooks,
+        )
         self.report = WorkerReport()
         self.recent_failures: list[str] = []
         self.max_poll = max(FIRST_WAIT_POLL_SECONDS, min(float(settings.heartbeat_interval), MAX_WAIT_POLL_SECONDS))
@@ -285,9 +296,14 @@ class _Worker:
         lock_lost = reason == LOCK_LOST_REASON
         # A trial stopped by SIGTERM or by a lost lock did nothing wrong: its retry does not
         # count toward the limit.
-        _record_failure(self.study, frozen, self.context, settings.max_retries,
-                        counts=not (stopped_by_sigterm or lock_lost),
-                        queued=frozen.number in self.retries_queued)  # fmt: skip
+        _record_failure(
+            self.study,
+            frozen,
+            self.context,
+            settings.max_retries,
+            counts=not (stopped_by_sigterm or lock_lost),
+            queued=frozen.number in self.retries_queued,
+        )
         if lock_lost:
             report.lock_losses += 1
             self.on_event({"event": "lock_lost"})
@@ -301,8 +317,15 @@ class _Worker:
         return False
 
 
-def _record_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial, context: SearchContext,
-                    max_retries: int, *, counts: bool, queued: bool = False) -> None:  # fmt: skip
+def _record_failure(
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    context: SearchContext,
+    max_retries: int,
+    *,
+    counts: bool,
+    queued: bool = False,
+) -> None:
     """Enqueue a failed trial's retry (at most ``max_retries`` counted ones; ``queued``: done already)
     and log why it failed."""
     if not queued:
