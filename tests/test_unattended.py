@@ -41,7 +41,7 @@ from ecgsearch.storage.storage import StorageSettings, open_storage
 from ecgsearch.study.definition import load_definition
 from ecgsearch.study.study import SearchContext, open_study
 from ecgsearch.study.workspace import Workspace
-from ecgsearch.trials.objective import TrialInterrupted, TrialObjective
+from ecgsearch.trials.objective import TrialInterrupted, wait_for_duplicate
 from ecgsearch.trials.signals import ignore_unraisable
 
 SERVICES = Path(__file__).resolve().parents[1] / ".ci" / "services.sh"
@@ -317,9 +317,8 @@ def test_a_retry_that_starts_after_a_higher_numbered_duplicate_waits_for_it(tmp_
 
     finisher = threading.Thread(target=finish_newer)
     finisher.start()
-    objective = TrialObjective(context, None, None)  # only the duplicate check runs: no data needed
     started = time.monotonic()
-    repeated = objective._wait_for_duplicate(retry, "k")
+    repeated = wait_for_duplicate(retry, "k")
     finisher.join()
     assert repeated is not None and repeated.number == 1 and time.monotonic() - started >= 1.5
 

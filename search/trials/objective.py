@@ -51,6 +51,7 @@ __all__ = [
     "TrialInterrupted",
     "TrialObjective",
     "rung_metric",
+    "wait_for_duplicate",
 ]
 
 EventCallback = Callable[[dict[str, Any]], None]
@@ -98,6 +99,43 @@ class TrialHooks:
     interrupted: Callable[[], bool] = _never
     # Queue a SIGTERM'd trial's retry, before Optuna records its failure.
     queue_retry: Callable[[optuna.Trial], None] = _ignore
+
+
+def wait_for_duplicate(
+    trial: optuna.Trial, key: str, hooks: TrialHooks = TrialHooks()
+) -> optuna.trial.FrozenTrial | None:
+    """A finished (else a stopped) trial with the same key, waiting while an earlier one still runs.
+
+    Start time, not trial number, decides who trains: a retry keeps the number it was given
+    when enqueued, so it can start after a higher-numbered trial that proposed the same
+    network. Both sides read the same stored start times, so exactly one of them waits.
+    """
+    study = trial.study
+    mine = (trial.datetime_start, trial.number)
+    first_look = True
+    while True:
+        if hooks.interrupted():
+            raise TrialInterrupted("SIGTERM")
+        # The first look reuses the trials the sampler read moments ago, in this ask, instead
+        # of reading every trial again; waiting for a running duplicate reads fresh ones.
+        trials = trials_just_read(study, fresh=not first_look)
+        first_look = False
+        same = [
+            t for t in trials if t.user_attrs.get("identity", {}).get("config_key") == key and t.number != trial.number
+        ]
+        # A finished network's result first; else one stopped at a rung (not trained again).
+        done = [t for t in same if t.state == TrialState.COMPLETE and t.user_attrs.get("trained")]
+        done = done or [t for t in same if t.state == TrialState.PRUNED]
+        if done:
+            return min(done, key=lambda t: t.number)
+        running = [t for t in same if t.state == TrialState.RUNNING and (t.datetime_start, t.number) < mine]
+        if not running:
+            return None
+        hooks.on_event({"event": "waiting", "trial": trial.number, "for": running[0].number})
+        time.sleep(DUPLICATE_POLL_SECONDS)
+        # The trial waited for may belong to a dead worker, and every other worker may be
+        # waiting too: fail it here once its heartbeat is stale (its retry is enqueued).
+        optuna.storages.fail_stale_trials(study)
 
 
 class TrialObjective:
@@ -241,7 +279,7 @@ class TrialObjective:
             self.on_event({"event": "trial_end", **event, "outcome": "infeasible"})
             return self._values({**figures, **UNTRAINED})
 
-        repeated = self._wait_for_duplicate(trial, key)
+        repeated = wait_for_duplicate(trial, key, self.hooks)
         if repeated is not None and repeated.state == TrialState.PRUNED and self._protected(trial):
             repeated = None  # E1-E18 run their full budget, whatever was stopped before
         if repeated is not None and repeated.state == TrialState.PRUNED:
@@ -332,41 +370,6 @@ class TrialObjective:
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"objective values {values} are not finite (e.g. a validation set without positives)")
         return values
-
-    def _wait_for_duplicate(self, trial: optuna.Trial, key: str) -> optuna.trial.FrozenTrial | None:
-        """A finished (else a stopped) trial with the same key, waiting while an earlier one still runs.
-
-        Start time, not trial number, decides who trains: a retry keeps the number it was given
-        when enqueued, so it can start after a higher-numbered trial that proposed the same
-        network. Both sides read the same stored start times, so exactly one of them waits.
-        """
-        study = trial.study
-        mine = (trial.datetime_start, trial.number)
-        first_look = True
-        while True:
-            self._stop_if_interrupted()
-            # The first look reuses the trials the sampler read moments ago, in this ask, instead
-            # of reading every trial again; waiting for a running duplicate reads fresh ones.
-            trials = trials_just_read(study, fresh=not first_look)
-            first_look = False
-            same = [
-                t
-                for t in trials
-                if t.user_attrs.get("identity", {}).get("config_key") == key and t.number != trial.number
-            ]
-            # A finished network's result first; else one stopped at a rung (not trained again).
-            done = [t for t in same if t.state == TrialState.COMPLETE and t.user_attrs.get("trained")]
-            done = done or [t for t in same if t.state == TrialState.PRUNED]
-            if done:
-                return min(done, key=lambda t: t.number)
-            running = [t for t in same if t.state == TrialState.RUNNING and (t.datetime_start, t.number) < mine]
-            if not running:
-                return None
-            self.on_event({"event": "waiting", "trial": trial.number, "for": running[0].number})
-            time.sleep(DUPLICATE_POLL_SECONDS)
-            # The trial waited for may belong to a dead worker, and every other worker may be
-            # waiting too: fail it here once its heartbeat is stale (its retry is enqueued).
-            optuna.storages.fail_stale_trials(study)
 
     def _protected(self, trial: optuna.Trial) -> bool:
         """Whether ``[early_stopping]`` spares this trial (a thesis configuration, by default)."""
