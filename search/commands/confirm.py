@@ -1,7 +1,4 @@
-"""`ecgsearch confirm`: train chosen networks with more seeds, then show their spread.
-
-No command-line parsing here (that is ``ecgsearch.cli.study``): mistakes raise ``UserError``.
-"""
+"""`ecgsearch confirm`: train chosen networks with more seeds, then show their spread."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""`ecgsearch data ...`: progress display and summaries around ecgnet's data functions.
-
-No command-line parsing here (that is ``ecgsearch.cli``): mistakes raise ``UserError``, and
-results go to stdout (JSON with ``--json``) and a rich console.
-"""
+"""`ecgsearch data ...`: progress display and summaries around ecgnet's data functions."""
 
 from __future__ import annotations
 

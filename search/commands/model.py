@@ -1,8 +1,4 @@
-"""`ecgsearch train` and `ecgsearch predict`: progress display and summaries around ecgnet.
-
-No command-line parsing here (that is ``ecgsearch.cli``): mistakes raise ``UserError``, and
-results go to stdout (JSON with ``--json``) and a rich console.
-"""
+"""`ecgsearch train` and `ecgsearch predict`: progress display and summaries around ecgnet."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""`ecgsearch pareto|export|dashboard`: tables and files around ``ecgsearch.analysis.results``.
-
-No command-line parsing here (that is ``ecgsearch.cli``): mistakes raise ``UserError``, and
-results go to stdout (JSON with ``--json``) and a rich console.
-"""
+"""`ecgsearch pareto|export|dashboard`: tables and files around ``ecgsearch.analysis.results``."""
 
 from __future__ import annotations
 

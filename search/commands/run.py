@@ -1,8 +1,4 @@
-"""`ecgsearch run|worker|enqueue-thesis`: the live display around ``run_worker``.
-
-No command-line parsing here (that is ``ecgsearch.cli``): mistakes raise ``UserError``, and
-results go to stdout (JSON with ``--json``) and a rich console.
-"""
+"""`ecgsearch run|worker|enqueue-thesis`: the live display around ``run_worker``."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""`ecgsearch slurm submit|status`: the study prepared before the array starts, then sbatch.
-
-No command-line parsing here (that is ``ecgsearch.cli``): mistakes raise ``UserError``, and
-results go to stdout (JSON with ``--json``) and a rich console.
-"""
+"""`ecgsearch slurm submit|status`: the study prepared before the array starts, then sbatch."""
 
 from __future__ import annotations
 
