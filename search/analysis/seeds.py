@@ -22,7 +22,6 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ecgsearch.metric_table import dominates
 from ecgsearch.storage.optuna_internals import sibling_study
 from ecgsearch.trial_record import CONFIRMS_ATTR, SEED_ATTR
 
@@ -31,7 +30,6 @@ __all__ = [
     "SeedSummary",
     "confirm_study_name",
     "confirmation_trials",
-    "dominates",
     "is_confirm_study",
     "robustly_dominates",
     "seed_runs",
