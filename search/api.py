@@ -83,7 +83,7 @@ def trials(study: optuna.Study) -> pd.DataFrame:
 
 
 def rows_frame(rows: list[TrialRow]) -> pd.DataFrame:
-    """Rows of ``results.trial_row`` as a DataFrame: objectives and seed spread as columns."""
+    """Rows of ``analysis.results.trial_row`` as a DataFrame: objectives and seed spread as columns."""
     import pandas as pd  # here: the command line reads studies through this module, without pandas
 
     records = []

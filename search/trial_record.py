@@ -1,7 +1,7 @@
 """The record a trial leaves in the study: its user attributes, how they are written, and the
 one reading of each.
 
-A worker's objective (``objective.TrialObjective``, ``confirm.ConfirmObjective``) writes them;
+A worker's objective (``trials.objective.TrialObjective``, ``trials.confirm.ConfirmObjective``) writes them;
 pareto, report, confirm, slurm status and the training-cost figures read them. The keys:
 
 =====================  ==========================================================================

@@ -24,10 +24,10 @@ from ecgnet.latency import model_latency
 from ecgnet.model import ECGResNet
 from ecgnet.thesis import thesis_config
 from ecgsearch.analysis.hypervolume import hypervolume, objective_hypervolume, running_hypervolumes
-from ecgsearch.analysis.pretraining_figures import LATENCY_REFERENCE_ATTR
 from ecgsearch.analysis.report import hypervolume_history, report_data
 from ecgsearch.analysis.results import best_trial, ranking_metric
 from ecgsearch.storage.optuna_internals import hypervolume_of_losses
+from ecgsearch.trials.pretraining_figures import LATENCY_REFERENCE_ATTR
 
 THREE = ["val_micro_auroc", "size_mb", "latency_ms"]
 DIRECTIONS = ["maximize", "minimize", "minimize"]

@@ -7,7 +7,6 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from ecgnet.size import describe_size
 from ecgnet.thesis import ThesisExperiment, thesis_experiment, thesis_experiments
 
 __all__ = ["arch_config_table", "arch_row", "arch_rows", "arch_table"]
@@ -18,6 +17,8 @@ THESIS_METRICS = ("micro_auroc", "macro_auroc", "micro_auprc", "macro_auprc")
 
 def arch_row(experiment: ThesisExperiment) -> dict[str, Any]:
     """Measured size figures of one named architecture beside the thesis's Table 4.1."""
+    from ecgnet.size import describe_size  # here: it builds the network (torch), which reading a study never needs
+
     size = describe_size(experiment.config, macs=True)
     ref = experiment.reference
     return {

@@ -18,6 +18,7 @@ from ecgsearch.errors import UserError
 from ecgsearch.metric_table import INT8_PREFIX
 from ecgsearch.storage.optuna_internals import trial_by_number
 from ecgsearch.storage.storage import StorageSettings
+from ecgsearch.study.confirm_plan import confirm_jobs, enqueue_jobs
 from ecgsearch.study.study import SearchContext, open_study
 from ecgsearch.study.workspace import Workspace
 from ecgsearch.trial_record import THESIS_ATTR, network_trial
@@ -73,11 +74,6 @@ def confirm(
 
     Returns the exit code: 0, or 143 when SIGTERM stopped this process (its run is re-enqueued).
     """
-    # Here, not at the top: confirmation runs bring the training stack (torch: seconds of
-    # imports), which the other commands this module serves never need.
-    from ecgsearch.trials.confirm import confirm_jobs, enqueue_jobs
-    from ecgsearch.trials.worker import run_worker
-
     study, url = load_existing_study(workspace, storage, study_name)
     if is_confirm_study(study):
         raise UserError(
@@ -119,6 +115,10 @@ def confirm(
             t.state in (TrialState.WAITING, TrialState.RUNNING) for t in confirmation.get_trials(deepcopy=False)
         )
         display = LiveDisplay(console, pending, 0)
+        # Here, not at the top: the worker brings the training stack (torch: seconds of imports),
+        # which planning (`--no-run`) never needs.
+        from ecgsearch.trials.worker import run_worker
+
         with display.progress:
             report = run_worker(context, study=confirmation, on_event=display)
         if report.systematic_failure is not None:

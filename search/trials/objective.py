@@ -1,7 +1,7 @@
 """What one trial does: size first, budget check, duplicate check, train, record, upload.
 
 Size, MACs, CPU latency and int8 size are known before training
-(``ecgsearch.analysis.pretraining_figures``), so a trial over a limit (``--max-mb``, ``--max
+(``ecgsearch.trials.pretraining_figures``), so a trial over a limit (``--max-mb``, ``--max
 latency_ms=5``) is marked infeasible with ``Trial.set_constraint`` and never trained (it
 reports chance-level AUROC, 0.5, which the samplers ignore for infeasible trials). A trial
 whose network and training equal a finished trial's takes that trial's values and records
@@ -26,7 +26,6 @@ from optuna.trial import TrialState
 from ecgnet.runner import DataSpec, LoadedData, RunOutcome, export_outcome, reseeded, train_and_evaluate
 from ecgnet.train import StopHook
 from ecgnet.train_config import TrainConfig
-from ecgsearch.analysis.pretraining_figures import LatencyCalibration, pretraining_figures
 from ecgsearch.metric_table import INT8_PREFIX, UNTRAINED
 from ecgsearch.storage.connection_guard import LockLost
 from ecgsearch.storage.optuna_internals import trials_just_read
@@ -44,6 +43,7 @@ from ecgsearch.trial_record import (
     result_record,
     trained_figures,
 )
+from ecgsearch.trials.pretraining_figures import LatencyCalibration, pretraining_figures
 
 __all__ = [
     "LOCK_LOST_REASON",

@@ -34,7 +34,6 @@ import optuna
 from optuna.trial import TrialState
 
 from ecgnet.runner import load_data
-from ecgsearch.analysis.pretraining_figures import calibrate_latency
 from ecgsearch.analysis.seeds import is_confirm_study
 from ecgsearch.storage.connection_guard import LockLost
 from ecgsearch.storage.optuna_internals import (
@@ -50,6 +49,7 @@ from ecgsearch.study.proposals import UnseenProposalSampler
 from ecgsearch.study.study import SearchContext, enqueue_thesis, open_study, study_settings
 from ecgsearch.trials.confirm import ConfirmObjective
 from ecgsearch.trials.objective import LOCK_LOST_REASON, EventCallback, TrialHooks, TrialInterrupted, TrialObjective
+from ecgsearch.trials.pretraining_figures import calibrate_latency
 from ecgsearch.trials.signals import ignore_unraisable, install_time_warning_handler, time_warning
 from ecgsearch.trials.worker_group import claim_gpu_share
 
