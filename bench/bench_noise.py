@@ -147,7 +147,7 @@ def main() -> None:
         definition = definition_for(raw, method, source)
         for seed in range(args.seeds):
             folder = args.workspace / f"{method}-{seed}"
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a workspace is private
             # E1-E18 train alike in every study of one kind: single-seed (tpe, qnehvi) or front seeds.
             family = "front" if method == "front" else "single"
             study = run_study(definition, folder, seed, args.trials, budgets.get(seed) if method != "tpe" else None,
