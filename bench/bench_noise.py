@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,9 @@ def held_out_auroc(definition: StudyDefinition, cache: str, arch, seeds: list[in
     """The network's validation micro AUROC with each held-out seed; kept in ``memo`` (a JSON
     file), so that a run resumed after a stop trains no held-out seed twice."""
     known = json.loads(memo.read_text()) if memo.exists() else {}
-    key = json.dumps([arch.canonical().to_dict(), seeds, cache, definition.training.to_dict(),
+    # Every study's folder makes the same synthetic set (only its record paths differ): the
+    # cache's name, not its path, says which data a figure came from.
+    key = json.dumps([arch.canonical().to_dict(), seeds, Path(cache).name, definition.training.to_dict(),
                       definition.data_spec.to_dict()], sort_keys=True)  # fmt: skip
     if key not in known:
         spec = dataclasses.replace(definition.data_spec, cache=cache)
@@ -120,8 +123,11 @@ def held_out_auroc(definition: StudyDefinition, cache: str, arch, seeds: list[in
         for seed in seeds:
             training = dataclasses.replace(definition.training, seed=seed)
             values.append(train_and_evaluate(arch, reseeded(data, seed), training).result.val_metrics["micro_auroc"])
+        known = json.loads(memo.read_text()) if memo.exists() else {}  # runs beside this one may have added
         known[key] = values
-        memo.write_text(json.dumps(known))
+        partial = memo.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(known))
+        partial.replace(memo)
     return summarize(known[key])
 
 
@@ -131,6 +137,9 @@ def main() -> None:
     parser.add_argument("--definition", default="demo", help="a shipped name or a .toml file")
     parser.add_argument("--trials", type=int, default=40, help="trials of the plain TPE study")
     parser.add_argument("--seeds", type=int, default=3, help="study seeds per method")
+    parser.add_argument("--study-seeds", type=int, nargs="+",
+                        help="only these study seeds (default: 0 .. --seeds - 1); runs of other seeds may go on "
+                             "beside this one in the same workspace; a last run without it prints all")  # fmt: skip
     parser.add_argument("--held-out", type=int, default=3, help="held-out training seeds per front network")
     parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
     args = parser.parse_args()
@@ -145,7 +154,7 @@ def main() -> None:
     thesis_held_out: dict[str, tuple[SeedSummary, float]] = {}
     for method in ["tpe", *[m for m in args.methods if m != "tpe"]]:
         definition = definition_for(raw, method, source)
-        for seed in range(args.seeds):
+        for seed in args.study_seeds or range(args.seeds):
             folder = args.workspace / f"{method}-{seed}"
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a workspace is private
             # E1-E18 train alike in every study of one kind: single-seed (tpe, qnehvi) or front seeds.

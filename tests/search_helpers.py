@@ -51,6 +51,11 @@ def sqlite_url(workspace: Path) -> str:
     return f"sqlite:///{workspace / 'study.db'}"
 
 
+def sqlite_study(workspace: Path, name: str) -> optuna.Study:
+    """Study ``name`` of a workspace's SQLite database."""
+    return optuna.load_study(study_name=name, storage=sqlite_url(workspace))
+
+
 def edited(text: str, *changes: tuple[str, str]) -> str:
     """``text`` with each ``(old, new)`` replaced; a test fails here when ``old`` is not in it."""
     for old, new in changes:

@@ -41,7 +41,8 @@ from ecgsearch.storage.storage import StorageSettings, open_storage
 from ecgsearch.study.definition import load_definition
 from ecgsearch.study.study import SearchContext, open_study
 from ecgsearch.study.workspace import Workspace
-from ecgsearch.trials.objective import TrialInterrupted, wait_for_duplicate
+from ecgsearch.trials.duplicates import wait_for_duplicate
+from ecgsearch.trials.hooks import TrialInterrupted
 from ecgsearch.trials.signals import ignore_unraisable
 
 SERVICES = Path(__file__).resolve().parents[1] / ".ci" / "services.sh"

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import math
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,19 +42,12 @@ from ecgsearch.trial_record import (
     result_record,
     trained_figures,
 )
+from ecgsearch.trials.duplicates import wait_for_duplicate
+from ecgsearch.trials.hooks import TrialHooks, TrialInterrupted
 from ecgsearch.trials.pretraining_figures import LatencyCalibration, pretraining_figures
 
-__all__ = [
-    "LOCK_LOST_REASON",
-    "TrialHooks",
-    "TrialInterrupted",
-    "TrialObjective",
-    "rung_metric",
-    "wait_for_duplicate",
-]
+__all__ = ["LOCK_LOST_REASON", "TrialObjective", "rung_metric"]
 
-EventCallback = Callable[[dict[str, Any]], None]
-DUPLICATE_POLL_SECONDS = 2.0
 # A trial failed because the study's lock went with its connection while its network was chosen.
 LOCK_LOST_REASON = "the study's lock was lost during the ask; queued again"
 ARTIFACT_FILES = ("model.pt", "model.json")
@@ -70,72 +62,6 @@ def rung_metric(metric: str) -> str:
     every trial alike, so rankings at a rung stay comparable.
     """
     return metric.removeprefix(INT8_PREFIX) if metric.startswith(INT8_PREFIX) else metric.removeprefix("val_")
-
-
-class TrialInterrupted(KeyboardInterrupt):
-    """The worker was told to stop mid-trial (SIGTERM): the trial fails and is retried."""
-
-
-def _ignore(*args: Any) -> None:
-    return None
-
-
-def _never() -> bool:
-    return False
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialHooks:
-    """What a worker and the objective tell each other during a trial (defaults: an objective
-    run alone, e.g. by ``study.optimize`` in a test or a notebook)."""
-
-    # Progress: trial start and end, epochs, waits (the live display, the benchmarks' counters).
-    on_event: EventCallback = _ignore
-    # The trial this call runs, as soon as it starts (the worker reads its outcome afterwards).
-    trial_started: Callable[[optuna.Trial], None] = _ignore
-    # The trial exists and its network is chosen: the worker lets the study's ask lock go.
-    release_lock: Callable[[], None] = _ignore
-    # Whether the worker was told to stop (SIGTERM): checked between epochs and while waiting.
-    interrupted: Callable[[], bool] = _never
-    # Queue a SIGTERM'd trial's retry, before Optuna records its failure.
-    queue_retry: Callable[[optuna.Trial], None] = _ignore
-
-
-def wait_for_duplicate(
-    trial: optuna.Trial, key: str, hooks: TrialHooks = TrialHooks()
-) -> optuna.trial.FrozenTrial | None:
-    """A finished (else a stopped) trial with the same key, waiting while an earlier one still runs.
-
-    Start time, not trial number, decides who trains: a retry keeps the number it was given
-    when enqueued, so it can start after a higher-numbered trial that proposed the same
-    network. Both sides read the same stored start times, so exactly one of them waits.
-    """
-    study = trial.study
-    mine = (trial.datetime_start, trial.number)
-    first_look = True
-    while True:
-        if hooks.interrupted():
-            raise TrialInterrupted("SIGTERM")
-        # The first look reuses the trials the sampler read moments ago, in this ask, instead
-        # of reading every trial again; waiting for a running duplicate reads fresh ones.
-        trials = trials_just_read(study, fresh=not first_look)
-        first_look = False
-        same = [
-            t for t in trials if t.user_attrs.get("identity", {}).get("config_key") == key and t.number != trial.number
-        ]
-        # A finished network's result first; else one stopped at a rung (not trained again).
-        done = [t for t in same if t.state == TrialState.COMPLETE and t.user_attrs.get("trained")]
-        done = done or [t for t in same if t.state == TrialState.PRUNED]
-        if done:
-            return min(done, key=lambda t: t.number)
-        running = [t for t in same if t.state == TrialState.RUNNING and (t.datetime_start, t.number) < mine]
-        if not running:
-            return None
-        hooks.on_event({"event": "waiting", "trial": trial.number, "for": running[0].number})
-        time.sleep(DUPLICATE_POLL_SECONDS)
-        # The trial waited for may belong to a dead worker, and every other worker may be
-        # waiting too: fail it here once its heartbeat is stale (its retry is enqueued).
-        optuna.storages.fail_stale_trials(study)
 
 
 class TrialObjective:

@@ -48,7 +48,8 @@ from ecgsearch.storage.storage import DatabaseLock, database_lock, lock_target
 from ecgsearch.study.proposals import UnseenProposalSampler
 from ecgsearch.study.study import SearchContext, enqueue_thesis, open_study, study_settings
 from ecgsearch.trials.confirm import ConfirmObjective
-from ecgsearch.trials.objective import LOCK_LOST_REASON, EventCallback, TrialHooks, TrialInterrupted, TrialObjective
+from ecgsearch.trials.hooks import EventCallback, TrialHooks, TrialInterrupted
+from ecgsearch.trials.objective import LOCK_LOST_REASON, TrialObjective
 from ecgsearch.trials.pretraining_figures import calibrate_latency
 from ecgsearch.trials.signals import ignore_unraisable, install_time_warning_handler, time_warning
 from ecgsearch.trials.worker_group import claim_gpu_share
