@@ -12,20 +12,33 @@ SQLite file in a temporary directory, with the trainer replaced by a reader of t
 - its per-epoch validation figures are those of the table's nearest network (the same
   parameters where the table has them, as E1-E18; otherwise the fewest, smallest differences).
 
-Per seed: a full-budget study of ``--trials`` configurations, then an early-stopping study with
-the same sampler seed that runs until it has spent as many epochs. Printed per seed: both
-studies' epochs and hypervolumes, then hypervolume against cumulative epochs (median over
-seeds), and last
+Rules (``--rules``), each an ``[early_stopping]`` given to the table's definition
+(``--definition``, demo-long by default; E the definition's epochs):
 
-    RESULT epochs_ratio=<x> hv_ratio_at_equal_epochs=<y> seeds=<n>
+- ``tenth-third``: rungs at a tenth and a third of E (the thesis definition's 3 and 9 of 30), eta 3;
+- ``brackets``: the same rungs in Hyperband-style brackets, one per starting rung and one that
+  stops nothing (trial n in bracket n mod 3), so a misleading first rung judges a third of them;
+- ``third-only``: one rung, at a third of E;
+- ``definition``: the definition's own ``[early_stopping]``.
+
+ASHA's promotion variant (a trial paused at a rung and resumed when it ranks well later) is not
+among them: a trial here trains in one go and keeps no checkpoint to resume from.
+
+Per seed: a full-budget study of ``--trials`` configurations, then per rule an early-stopping
+study with the same sampler seed that runs until it has spent as many epochs. Printed per seed
+and rule: both studies' epochs and hypervolumes, then hypervolume against cumulative epochs
+(median over seeds), and last, per rule,
+
+    RESULT rule=<name> epochs_ratio=<x> hv_ratio_at_equal_epochs=<y> seeds=<n>
 
 x: median over seeds of (epochs the early-stopping study needed to reach the full-budget
 study's final hypervolume) / (the full-budget study's epochs), ``inf`` for a seed that never
 reached it; y: median of (early-stopping hypervolume) / (full-budget hypervolume) at the epochs
 the early-stopping study used. Goals: x <= 0.4, y >= 1.0.
 
-    python bench/bench_early_stopping.py                      # 10 seeds, 100 configurations
-    python bench/bench_early_stopping.py --seeds 3 --trials 60
+    python bench/bench_early_stopping.py                      # 10 seeds, 100 configurations, 3 rules
+    python bench/bench_early_stopping.py --seeds 3 --trials 60 --rules definition brackets
+    python bench/bench_early_stopping.py --definition bench/bench-long.toml --table bench/data/bench_long_replay.json
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ from ecgnet.runner import RunOutcome
 from ecgnet.train import TrainResult
 from ecgsearch.analysis.training_cost import hypervolume_by_epochs
 from ecgsearch.study.definition import StudyDefinition, load_definition
+from ecgsearch.study.early_stopping import EarlyStopping
 from ecgsearch.study.proposals import UnseenProposalSampler
 from ecgsearch.study.study import SearchContext, create_sampler, open_study
 from ecgsearch.study.workspace import Workspace
@@ -130,57 +144,88 @@ def rung_correlations(records: list[dict[str, Any]]) -> dict[int, float]:
             for epoch in range(1, epochs)}  # fmt: skip
 
 
+def thesis_proportions(definition: StudyDefinition, brackets: int = 1) -> EarlyStopping:
+    """Rungs at a tenth and a third of the budget, as the thesis definition has them (3 and 9 of 30)."""
+    epochs = definition.training.epochs
+    rungs = tuple(sorted({max(1, math.ceil(epochs / 10)), math.ceil(epochs / 3)} - {epochs}))
+    own = definition.early_stopping
+    return EarlyStopping(rungs, eta=3, min_trials=own.min_trials if own else 6, brackets=brackets)
+
+
+# Each rule: the [early_stopping] a definition gets for it.
+RULES = {
+    "definition": lambda d: d.early_stopping,
+    "tenth-third": thesis_proportions,
+    # Hyperband-style: a third of the trials judged from the first rung, a third from the
+    # second, a third never, so a first rung that misleads stops fewer good networks.
+    "brackets": lambda d: thesis_proportions(d, brackets=len(thesis_proportions(d).rungs) + 1),
+    "third-only": lambda d: dataclasses.replace(thesis_proportions(d), rungs=thesis_proportions(d).rungs[-1:]),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--trials", type=int, default=100, help="configurations in the full-budget study")
     parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--definition", default="demo-long", help="the table's definition (a shipped name or a .toml)")
+    parser.add_argument("--rules", nargs="+", choices=tuple(RULES), default=["tenth-third", "brackets", "third-only"])
     parser.add_argument("--unprotected", action="store_true", help="let early stopping stop E1-E18 too")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     table = json.loads(args.table.read_text())
     ReplayObjective.records = table["records"]
-    with_stopping = load_definition("demo-long")
-    if args.unprotected:
-        with_stopping = dataclasses.replace(
-            with_stopping, early_stopping=dataclasses.replace(with_stopping.early_stopping, protect_thesis=False)
-        )
-    full_budget = dataclasses.replace(with_stopping, early_stopping=None)
-    settings = with_stopping.early_stopping
-    print(f"replaying {len(table['records'])} networks ({table['made_by']}); demo-long: "
-          f"{with_stopping.training.epochs} epochs, rungs {list(settings.rungs)}, eta {settings.eta}, "
-          f"min_trials {settings.min_trials}, E1-E18 {'protected' if settings.protect_thesis else 'not protected'}; "
-          f"{args.trials} configurations at the full budget, {args.seeds} seeds")  # fmt: skip
+    definition = load_definition(args.definition)
+    full_budget = dataclasses.replace(definition, early_stopping=None)
+    rules = {}
+    for rule in args.rules:
+        settings = RULES[rule](definition)
+        if settings is None:
+            raise SystemExit(f"error: {args.definition} has no [early_stopping] for rule 'definition'")
+        rules[rule] = dataclasses.replace(definition, early_stopping=dataclasses.replace(
+            settings, protect_thesis=not args.unprotected))  # fmt: skip
+    print(f"replaying {len(table['records'])} networks ({table['made_by']}); {definition.name}: "
+          f"{definition.training.epochs} epochs; {args.trials} configurations at the full budget, {args.seeds} seeds, "
+          f"E1-E18 {'not protected' if args.unprotected else 'protected'}")  # fmt: skip
+    for rule, ruled in rules.items():
+        settings = ruled.early_stopping
+        print(f"rule {rule}: rungs {list(settings.rungs)}, eta {settings.eta}, min_trials {settings.min_trials}, "
+              f"brackets {settings.brackets}")  # fmt: skip
     correlations = rung_correlations(table["records"])
     print("Spearman correlation of val micro AUROC at each epoch with the last epoch's, over the table's networks: "
           + ", ".join(f"epoch {e} {rho:.2f}" for e, rho in correlations.items()))  # fmt: skip
-    print(f"{'seed':>4} {'full epochs':>11} {'full HV':>8} {'ES trials':>9} {'ES epochs':>9} {'ES HV':>8} "
-          f"{'ES epochs to full HV':>20}")  # fmt: skip
-    ratios, hv_ratios, curves = [], [], {"full": [], "early stopping": []}
+    print(f"{'seed':>4} {'rule':>12} {'full epochs':>11} {'full HV':>8} {'ES trials':>9} {'ES epochs':>9} "
+          f"{'ES HV':>8} {'ES epochs to full HV':>20}")  # fmt: skip
+    ratios: dict[str, list[float]] = {rule: [] for rule in rules}
+    hv_ratios: dict[str, list[float]] = {rule: [] for rule in rules}
+    curves: dict[str, list] = {"full": [], **{rule: [] for rule in rules}}
     started = time.perf_counter()
     for seed in range(args.seeds):
         with tempfile.TemporaryDirectory() as tmp:
             workspace = Path(tmp)
             full = replay_study(full_budget, workspace, f"full-{seed}", args.trials, seed)
             budget, target = full[-1]
-            early = replay_study(with_stopping, workspace, f"es-{seed}", 10 * args.trials, seed, epoch_budget=budget)
-        reached = next((e for e, hv in early if hv >= target - 1e-12), None)
-        ratios.append(reached / budget if reached is not None else math.inf)
-        used = early[-1][0]
-        hv_ratios.append(early[-1][1] / value_at(full, used))
-        curves["full"].append(full)
-        curves["early stopping"].append(early)
-        print(f"{seed:>4} {budget:>11} {target:>8.4f} {len(early):>9} {used:>9} {early[-1][1]:>8.4f} "
-              f"{reached if reached is not None else 'never':>20}")  # fmt: skip
+            curves["full"].append(full)
+            for rule, ruled in rules.items():
+                early = replay_study(ruled, workspace, f"{rule}-{seed}", 10 * args.trials, seed, epoch_budget=budget)
+                reached = next((e for e, hv in early if hv >= target - 1e-12), None)
+                ratios[rule].append(reached / budget if reached is not None else math.inf)
+                used = early[-1][0]
+                hv_ratios[rule].append(early[-1][1] / value_at(full, used))
+                curves[rule].append(early)
+                shown = reached if reached is not None else "never"
+                print(f"{seed:>4} {rule:>12} {budget:>11} {target:>8.4f} {len(early):>9} {used:>9} "
+                      f"{early[-1][1]:>8.4f} {shown:>20}", flush=True)  # fmt: skip
     print("\nhypervolume against cumulative epochs, median over seeds:")
     marks = [round(f * max(c[-1][0] for c in curves["full"])) for f in (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)]
     print(f"{'epochs':>15} " + " ".join(f"{m:>7}" for m in marks))
     for name, runs in curves.items():
         print(f"{name:>15} " + " ".join(f"{statistics.median(value_at(c, m) for c in runs):7.4f}" for m in marks))
     print(f"({time.perf_counter() - started:.0f} s)")
-    print(f"RESULT epochs_ratio={statistics.median(ratios):.3f} "
-          f"hv_ratio_at_equal_epochs={statistics.median(hv_ratios):.3f} seeds={args.seeds}")  # fmt: skip
+    for rule in rules:
+        print(f"RESULT rule={rule} epochs_ratio={statistics.median(ratios[rule]):.3f} "
+              f"hv_ratio_at_equal_epochs={statistics.median(hv_ratios[rule]):.3f} seeds={args.seeds}")  # fmt: skip
 
 
 if __name__ == "__main__":

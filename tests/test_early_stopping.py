@@ -16,7 +16,7 @@ from ecgsearch.analysis.report import report_data, write_report
 from ecgsearch.analysis.results import repeats_line
 from ecgsearch.analysis.training_cost import budget_epochs, hypervolume_by_epochs, training_cost
 from ecgsearch.study.definition import DefinitionError, load_definition
-from ecgsearch.study.early_stopping import crowding_distances, nondominated_fronts, rung_decision
+from ecgsearch.study.early_stopping import EarlyStopping, crowding_distances, nondominated_fronts, rung_decision
 from ecgsearch.study.proposals import UnseenProposalSampler
 from ecgsearch.study.study import create_sampler
 
@@ -139,6 +139,30 @@ def test_a_study_stops_trials_at_the_rung_and_keeps_them_off_the_front(tmp_path:
     assert {p["trial"] for p in report_data(study)["stopped"]} == {t.number for t in stopped}
 
 
+def test_brackets_judge_a_trial_only_at_its_bracket_s_rungs_against_its_bracket(tmp_path: Path) -> None:
+    """Two brackets on one rung: even-numbered trials are judged at epoch 1 (against each other and
+    the protected E18 and E16, trials 0 and 1), odd-numbered ones never (Hyperband's last bracket)."""
+    definition = tmp_path / "brackets.toml"
+    definition.write_text(stopping_definition(tmp_path).read_text() + "brackets = 2\n")
+    workspace, name = tmp_path / "ws", unique_name("brackets")
+    result = run([*ECGSEARCH, "worker", "--study-def", str(definition), "--study-name", name, "--trials", "8",
+                  "--workspace", str(workspace)], environment(None))  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    trials = load(sqlite_url(workspace), name).get_trials()
+    searched = [t for t in trials if not t.user_attrs.get("thesis_experiment")]
+    assert len(trials) == 8 and [t.number for t in searched] == list(range(2, 8))
+    for t in (t for t in searched if t.number % 2):
+        assert t.state == TrialState.COMPLETE and "rung_1" not in t.user_attrs and len(t.user_attrs["history"]) == 2
+    stopped = [t for t in searched if t.state == TrialState.PRUNED]
+    assert stopped and all(t.number % 2 == 0 for t in stopped)
+    for t in (t for t in searched if t.number % 2 == 0):
+        before = {o.number: tuple(o.user_attrs["rung_1"]) for o in trials
+                  if o.number <= t.number and (o.number < 2 or o.number % 2 == 0)}  # fmt: skip
+        decision = rung_decision(t.number, before, AUROC_MB, eta=10, min_trials=2)
+        assert decision.proceed == (t.state == TrialState.COMPLETE), (t.number, decision)
+    assert EarlyStopping((1, 3), brackets=3).rungs_of(7) == (3,) and EarlyStopping((1, 3), brackets=3).rungs_of(8) == ()
+
+
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp", "random"])
 def test_samplers_keep_proposing_with_stopped_trials_in_the_study(sampler: str) -> None:
     definition = load_definition(TINY)
@@ -164,6 +188,7 @@ def test_samplers_keep_proposing_with_stopped_trials_in_the_study(sampler: str) 
         ("rungs = [2, 1]", "early_stopping.rungs: rungs must increase: 1 follows 2"),
         ("rungs = [1]\neta = 1", "early_stopping.eta: must be greater than or equal to 2"),
         ("rungs = [1]\nrung = 2", "early_stopping.rung: unknown key; allowed keys: rungs, eta, min_trials"),
+        ("rungs = [1]\nbrackets = 3", "brackets: at most 2 with 1 rungs (one per starting rung, and one that stops"),
     ],
 )
 def test_a_bad_early_stopping_section_is_refused_naming_the_problem(section: str, message: str, tmp_path) -> None:

@@ -186,4 +186,5 @@ def _early_stopping(model: DefinitionModel) -> EarlyStopping | None:
     settings = model.early_stopping
     if settings is None:
         return None
-    return EarlyStopping(tuple(settings.rungs), settings.eta, settings.min_trials, settings.protect_thesis)
+    return EarlyStopping(tuple(settings.rungs), settings.eta, settings.min_trials, settings.protect_thesis,
+                         settings.brackets)  # fmt: skip

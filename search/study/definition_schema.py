@@ -276,6 +276,16 @@ class EarlyStoppingModel(BaseModel):
     eta: Annotated[int, Field(ge=2)] = 3
     min_trials: Annotated[int, Field(ge=1)] = 4
     protect_thesis: bool = True
+    brackets: Annotated[int, Field(ge=1)] = 1  # Hyperband-style: bracket b of trial n = n mod brackets starts at rung b
+
+    @model_validator(mode="after")
+    def _a_bracket_per_starting_rung(self) -> EarlyStoppingModel:
+        if self.brackets > len(self.rungs) + 1:
+            raise ValueError(
+                f"brackets: at most {len(self.rungs) + 1} with {len(self.rungs)} rungs "
+                "(one per starting rung, and one that stops nothing)"
+            )
+        return self
 
 
 class SeedsModel(BaseModel):

@@ -6,7 +6,9 @@ by front 0, ...), then inside a front by crowding distance, largest first (the e
 front have infinite distance, so the front's ends are kept and its crowded middle thinned), then
 by trial number (stable across workers). A trial continues when it is among the best
 ``ceil(n / eta)`` of the ``n`` trials at the rung; until ``min_trials`` have reached the rung, no
-trial is stopped there.
+trial is stopped there. With ``brackets`` B > 1 (Hyperband-style), trial n is judged only at
+the rungs of its bracket, n mod B, and only against that bracket's trials (and E1-E18, which
+record every rung).
 
 Crowding distance, not hypervolume contribution: it needs no reference point and works the same
 for any number of objectives. Only this decision lives here; the study records rung figures
@@ -37,6 +39,16 @@ class EarlyStopping:
     eta: int = 3
     min_trials: int = 4
     protect_thesis: bool = True
+    brackets: int = 1
+
+    def bracket(self, trial_number: int) -> int:
+        """The trial's bracket (Hyperband's, run asynchronously as in ASHA): its number mod ``brackets``."""
+        return trial_number % self.brackets
+
+    def rungs_of(self, trial_number: int) -> tuple[int, ...]:
+        """The rungs where the trial is judged: bracket b starts at the b-th rung, so a first
+        rung that misleads judges only a share of the trials (bracket ``len(rungs)``: none)."""
+        return self.rungs[self.bracket(trial_number) :]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -317,9 +317,13 @@ class TrialObjective:
         directions = tuple(o.direction for o in objectives)
         protected = self._protected(trial)
 
+        bracket = settings.bracket(trial.number)
+        # A protected trial records every rung: it is a reference in every bracket's rankings.
+        rungs = settings.rungs if protected else settings.rungs_of(trial.number)
+
         def check(entry: dict[str, Any]) -> str | None:
             epoch = entry["epoch"]
-            if epoch not in settings.rungs:
+            if epoch not in rungs:
                 return None
             point = [
                 float(entry[rung_metric(o.metric)] if o.metric.startswith("val_") else figures[o.metric])
@@ -334,7 +338,9 @@ class TrialObjective:
             recorded = {
                 t.number: tuple(t.user_attrs[key])
                 for t in trials_just_read(trial.study, fresh=True)
-                if key in t.user_attrs and t.state != TrialState.FAIL
+                if key in t.user_attrs
+                and t.state != TrialState.FAIL
+                and (settings.bracket(t.number) == bracket or self._protected(t))
             }
             recorded[trial.number] = tuple(point)
             decision = rung_decision(
