@@ -14,6 +14,8 @@ the study's total stays ``--trials``).
         --out bench/data/demo_long_replay.json     # demo-long: about 40 minutes on 2 cores
     python bench/make_replay_table.py --definition bench/bench-long.toml --trials 78 \
         --workspace /work/bench-long-work --out bench/data/bench_long_replay.json
+    python bench/make_replay_table.py --definition bench/bench-long.toml --trials 78 \
+        --workspace /work/bench-long-work --so-far   # the rank correlations so far, beside the run
 """
 
 from __future__ import annotations
@@ -93,16 +95,26 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data" / "demo_long_replay.json")
+    parser.add_argument("--so-far", action="store_true",
+                        help="train nothing and write nothing: the rank correlations of the networks finished so far "
+                             "(a run may go on beside it), to see early whether the epochs rank at all")  # fmt: skip
     args = parser.parse_args()
     args.workspace.mkdir(parents=True, exist_ok=True)
     definition, study_name = full_budget_definition(args.definition, args.workspace)
     run = [str(Path(sys.executable).with_name("ecgsearch")), "run", "--study-def", str(definition),
            "--trials", str(args.trials), "--workspace", str(args.workspace)]  # fmt: skip
-    subprocess.run(run, check=True)
+    if not args.so_far:
+        subprocess.run(run, check=True)
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{args.workspace / 'study.db'}")
     description = f"{args.definition} without [early_stopping] (every trial trains every epoch)"
     table = table_of(study, description, sys.argv)
+    if len(table["records"]) < 3:
+        raise SystemExit(f"error: {len(table['records'])} networks finished so far: too few to rank")
     correlations = rank_correlations(table["records"])
+    if args.so_far:
+        print(f"{len(table['records'])} of {args.trials} networks finished so far; Spearman with the last epoch's "
+              "validation micro AUROC, by epoch: " + " ".join(f"{e + 1}:{c:.2f}" for e, c in enumerate(correlations)))
+        return
     table["rank_correlations"] = [round(c, 3) for c in correlations]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(table, indent=1) + "\n")
