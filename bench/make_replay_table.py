@@ -112,8 +112,10 @@ def main() -> None:
         raise SystemExit(f"error: {len(table['records'])} networks finished so far: too few to rank")
     correlations = rank_correlations(table["records"])
     if args.so_far:
-        print(f"{len(table['records'])} of {args.trials} networks finished so far; Spearman with the last epoch's "
-              "validation micro AUROC, by epoch: " + " ".join(f"{e + 1}:{c:.2f}" for e, c in enumerate(correlations)))
+        print(
+            f"{len(table['records'])} of {args.trials} networks finished so far; Spearman with the last epoch's "
+            "validation micro AUROC, by epoch: " + " ".join(f"{e + 1}:{c:.2f}" for e, c in enumerate(correlations))
+        )
         return
     table["rank_correlations"] = [round(c, 3) for c in correlations]
     args.out.parent.mkdir(parents=True, exist_ok=True)
