@@ -15,7 +15,8 @@ SQLite file in a temporary directory, with the trainer replaced by a reader of t
 Rules (``--rules``), each an ``[early_stopping]`` given to the table's definition
 (``--definition``, demo-long by default; E the definition's epochs):
 
-- ``tenth-third``: rungs at a tenth and a third of E (the thesis definition's 3 and 9 of 30), eta 3;
+- ``tenth-third``: rungs at a tenth and a third of E, rounded up (1 and 3 for demo-long's 9 epochs,
+  1 and 4 for bench-long's 10; the thesis definition's 3 and 9 of 30 follow eta's ladder instead), eta 3;
 - ``brackets``: the same rungs in Hyperband-style brackets, one per starting rung and one that
   stops nothing (trial n in bracket n mod 3), so a misleading first rung judges a third of them;
 - ``third-only``: one rung, at a third of E;
@@ -145,7 +146,7 @@ def rung_correlations(records: list[dict[str, Any]]) -> dict[int, float]:
 
 
 def thesis_proportions(definition: StudyDefinition, brackets: int = 1) -> EarlyStopping:
-    """Rungs at a tenth and a third of the budget, as the thesis definition has them (3 and 9 of 30)."""
+    """Rungs at a tenth and a third of the budget, rounded up (the thesis's proportions, roughly: 3 and 9 of 30)."""
     epochs = definition.training.epochs
     rungs = tuple(sorted({max(1, math.ceil(epochs / 10)), math.ceil(epochs / 3)} - {epochs}))
     own = definition.early_stopping
@@ -184,7 +185,7 @@ def main() -> None:
         if settings is None:
             raise SystemExit(f"error: {args.definition} has no [early_stopping] for rule 'definition'")
         rules[rule] = dataclasses.replace(definition, early_stopping=dataclasses.replace(
-            settings, protect_thesis=not args.unprotected))  # fmt: skip
+            settings, protect_thesis=settings.protect_thesis and not args.unprotected))  # fmt: skip
     print(f"replaying {len(table['records'])} networks ({table['made_by']}); {definition.name}: "
           f"{definition.training.epochs} epochs; {args.trials} configurations at the full budget, {args.seeds} seeds, "
           f"E1-E18 {'not protected' if args.unprotected else 'protected'}")  # fmt: skip

@@ -6,11 +6,16 @@ Per method and study seed, a real study of the definition (default: the demo) in
 - ``front``: the same with ``[seeds] front = 3`` (a trial near the front trains 3 seeds and
   reports their mean), run until it has spent the epochs the ``tpe`` study of that seed spent
   (every extra seed counts);
-- ``front-1.5x``: the same, to 1.5x those epochs (the most the goal allows);
+- ``front-1.5x``: the same, to 1.5x those epochs (the most the goal allows; a study stops once it
+  has spent at least its budget, so it may overshoot by one trial's epochs). A ``front-N`` folder
+  copied to ``front-1.5x-N`` (its study renamed to ``<definition>-front-1.5x-N`` and its
+  ``data_cache`` and ``artifact_dir`` attributes pointed at the copy) is continued instead of
+  started again: a study does not know its budget, so the two are the same experiment;
 - ``qnehvi``: ``[sampler] name = "botorch"`` (the botorch extra), run to the same epochs.
 
 E1-E18 are trained once per kind of study (single-seed: ``tpe`` and ``qnehvi``; ``front``) and
-copied into that kind's other studies: the same seed on the same data gives the same figures.
+copied into that kind's other studies: the same seed on the same data gives the same figures
+(with ``--study-seeds``, once per process).
 
 Then every method's final front (its searched trials; E1-E18 are shared) is trained again with
 ``--held-out`` seeds the studies never used, and E1-E18 once with the same seeds for all runs.
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import statistics
 from pathlib import Path
@@ -120,7 +126,8 @@ def held_out_auroc(definition: StudyDefinition, cache: str, arch, seeds: list[in
     file), so that a run resumed after a stop trains no held-out seed twice."""
     known = json.loads(memo.read_text()) if memo.exists() else {}
     # Every study's folder makes the same synthetic set (only its record paths differ): the
-    # cache's name, not its path, says which data a figure came from.
+    # cache's name, not its path, says which data a figure came from. (Sound for the synthetic
+    # sets, whose names carry their size and seed; a real cache would need its fingerprint.)
     key = json.dumps([arch.canonical().to_dict(), seeds, Path(cache).name, definition.training.to_dict(),
                       definition.data_spec.to_dict()], sort_keys=True)  # fmt: skip
     if key not in known:
@@ -166,7 +173,7 @@ def main() -> None:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a workspace is private
             # E1-E18 train alike in every study of one kind: single-seed (tpe, qnehvi) or front seeds.
             family = "front" if method.startswith("front") else "single"
-            budget = None if method == "tpe" else round(budgets[seed] * EPOCHS_FACTOR.get(method, 1))
+            budget = None if method == "tpe" else math.floor(budgets[seed] * EPOCHS_FACTOR.get(method, 1))
             study = run_study(definition, folder, seed, args.trials, budget, first_studies.get(family))
             first_studies.setdefault(family, study)
             spent = training_cost(study).epochs

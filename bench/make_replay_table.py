@@ -40,13 +40,17 @@ from ecgsearch.trial_record import THESIS_ATTR
 DEFAULT_DEFINITION = "demo-long"
 
 
+def definition_text(source: str) -> str:
+    """The TOML of a shipped definition's name or of a .toml file."""
+    if source.endswith(".toml"):
+        return Path(source).read_text()
+    return resources.files("ecgsearch.studies").joinpath(f"{source}.toml").read_text()
+
+
 def full_budget_definition(source: str, directory: Path) -> tuple[Path, str]:
     """The definition (a shipped name or a file) without its [early_stopping] section, under its
     own study name ``<name>-full``; returns the file written and that name."""
-    if source.endswith(".toml"):
-        text = Path(source).read_text()
-    else:
-        text = resources.files("ecgsearch.studies").joinpath(f"{source}.toml").read_text()
+    text = definition_text(source)
     name = tomllib.loads(text)["name"]
     study_name = f"{name}-full"
     text = text.split("\n[early_stopping]")[0].replace(f'name = "{name}"', f'name = "{study_name}"', 1)
@@ -99,24 +103,31 @@ def main() -> None:
                         help="train nothing and write nothing: the rank correlations of the networks finished so far "
                              "(a run may go on beside it), to see early whether the epochs rank at all")  # fmt: skip
     args = parser.parse_args()
+    if args.so_far:
+        study_name = f"{tomllib.loads(definition_text(args.definition))['name']}-full"
+        database = args.workspace / "study.db"
+        try:
+            if not database.is_file():  # opening a missing SQLite file would create it
+                raise KeyError(study_name)
+            study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{database}")
+        except KeyError:
+            raise SystemExit(f"error: {database} holds no study {study_name!r} yet") from None
+        records = table_of(study, "", sys.argv)["records"]
+        if len(records) < 3:
+            raise SystemExit(f"error: {len(records)} networks finished so far: too few to rank")
+        print(f"{len(records)} of {args.trials} networks finished so far; Spearman with the last epoch's "
+              "validation micro AUROC, by epoch: "
+              + " ".join(f"{e + 1}:{c:.2f}" for e, c in enumerate(rank_correlations(records))))  # fmt: skip
+        return
     args.workspace.mkdir(parents=True, exist_ok=True)
     definition, study_name = full_budget_definition(args.definition, args.workspace)
     run = [str(Path(sys.executable).with_name("ecgsearch")), "run", "--study-def", str(definition),
            "--trials", str(args.trials), "--workspace", str(args.workspace)]  # fmt: skip
-    if not args.so_far:
-        subprocess.run(run, check=True)
+    subprocess.run(run, check=True)
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{args.workspace / 'study.db'}")
     description = f"{args.definition} without [early_stopping] (every trial trains every epoch)"
     table = table_of(study, description, sys.argv)
-    if len(table["records"]) < 3:
-        raise SystemExit(f"error: {len(table['records'])} networks finished so far: too few to rank")
     correlations = rank_correlations(table["records"])
-    if args.so_far:
-        print(
-            f"{len(table['records'])} of {args.trials} networks finished so far; Spearman with the last epoch's "
-            "validation micro AUROC, by epoch: " + " ".join(f"{e + 1}:{c:.2f}" for e, c in enumerate(correlations))
-        )
-        return
     table["rank_correlations"] = [round(c, 3) for c in correlations]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(table, indent=1) + "\n")

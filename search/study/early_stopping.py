@@ -7,8 +7,8 @@ front have infinite distance, so the front's ends are kept and its crowded middl
 by trial number (stable across workers). A trial continues when it is among the best
 ``ceil(n / eta)`` of the ``n`` trials at the rung; until ``min_trials`` have reached the rung, no
 trial is stopped there. With ``brackets`` B > 1 (Hyperband-style), trial n is judged only at
-the rungs of its bracket, n mod B, and only against that bracket's trials (and E1-E18, which
-record every rung).
+the rungs of its bracket, n mod B, and only against that bracket's trials (and protected E1-E18,
+which record every rung).
 
 Crowding distance, not hypervolume contribution: it needs no reference point and works the same
 for any number of objectives. Only this decision lives here; the study records rung figures
