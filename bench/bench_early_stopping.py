@@ -145,22 +145,30 @@ def rung_correlations(records: list[dict[str, Any]]) -> dict[int, float]:
             for epoch in range(1, epochs)}  # fmt: skip
 
 
-def thesis_proportions(definition: StudyDefinition, brackets: int = 1) -> EarlyStopping:
+def thesis_proportions(definition: StudyDefinition) -> EarlyStopping:
     """Rungs at a tenth and a third of the budget, rounded up (the thesis's proportions, roughly: 3 and 9 of 30)."""
     epochs = definition.training.epochs
     rungs = tuple(sorted({max(1, math.ceil(epochs / 10)), math.ceil(epochs / 3)} - {epochs}))
     own = definition.early_stopping
-    return EarlyStopping(rungs, eta=3, min_trials=own.min_trials if own else 6, brackets=brackets)
+    return EarlyStopping(rungs, eta=3, min_trials=own.min_trials if own else 6)
+
+
+def in_brackets(settings: EarlyStopping) -> EarlyStopping:
+    """Hyperband-style: one bracket per starting rung and one that stops nothing, so a first rung
+    that misleads judges only a share of the trials."""
+    return dataclasses.replace(settings, brackets=len(settings.rungs) + 1)
+
+
+def last_rung_only(settings: EarlyStopping) -> EarlyStopping:
+    return dataclasses.replace(settings, rungs=settings.rungs[-1:])
 
 
 # Each rule: the [early_stopping] a definition gets for it.
 RULES = {
     "definition": lambda d: d.early_stopping,
     "tenth-third": thesis_proportions,
-    # Hyperband-style: a third of the trials judged from the first rung, a third from the
-    # second, a third never, so a first rung that misleads stops fewer good networks.
-    "brackets": lambda d: thesis_proportions(d, brackets=len(thesis_proportions(d).rungs) + 1),
-    "third-only": lambda d: dataclasses.replace(thesis_proportions(d), rungs=thesis_proportions(d).rungs[-1:]),
+    "brackets": lambda d: in_brackets(thesis_proportions(d)),
+    "third-only": lambda d: last_rung_only(thesis_proportions(d)),
 }
 
 

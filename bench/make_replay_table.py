@@ -47,12 +47,17 @@ def definition_text(source: str) -> str:
     return resources.files("ecgsearch.studies").joinpath(f"{source}.toml").read_text()
 
 
+def full_budget_name(text: str) -> str:
+    """The study name of a definition's full-budget run: ``<name>-full``."""
+    return f"{tomllib.loads(text)['name']}-full"
+
+
 def full_budget_definition(source: str, directory: Path) -> tuple[Path, str]:
     """The definition (a shipped name or a file) without its [early_stopping] section, under its
     own study name ``<name>-full``; returns the file written and that name."""
     text = definition_text(source)
     name = tomllib.loads(text)["name"]
-    study_name = f"{name}-full"
+    study_name = full_budget_name(text)
     text = text.split("\n[early_stopping]")[0].replace(f'name = "{name}"', f'name = "{study_name}"', 1)
     path = directory / f"{study_name}.toml"
     path.write_text(text + "\n")
@@ -104,7 +109,7 @@ def main() -> None:
                              "(a run may go on beside it), to see early whether the epochs rank at all")  # fmt: skip
     args = parser.parse_args()
     if args.so_far:
-        study_name = f"{tomllib.loads(definition_text(args.definition))['name']}-full"
+        study_name = full_budget_name(definition_text(args.definition))
         database = args.workspace / "study.db"
         try:
             if not database.is_file():  # opening a missing SQLite file would create it

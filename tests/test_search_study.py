@@ -110,6 +110,16 @@ def test_export_best_writes_a_working_model_directory(finished, tmp_path: Path) 
     assert small.returncode == 2 and f"no trained feasible trial within {budget} MB" in small.stderr
 
 
+def test_hypervolume_hand_worked_on_auroc_and_log_size() -> None:
+    from ecgsearch.analysis.hypervolume import hypervolume
+
+    assert hypervolume([(0.75, 6.4)]) == pytest.approx(0.25 * 1.0)
+    two = [(0.75, 6.4), (0.6, 0.64)]
+    assert hypervolume(two) == pytest.approx(0.25 * 1.0 + 0.1 * 2.0 - 0.1 * 1.0)
+    assert hypervolume([*two, (0.7, 6.4), (0.45, 0.01), (0.9, 100.0)]) == pytest.approx(hypervolume(two))
+    assert hypervolume([]) == 0.0
+
+
 def test_report_shows_front_thesis_configs_and_hypervolume(finished, tmp_path: Path) -> None:
     from ecgsearch.analysis.report import report_data
 

@@ -174,13 +174,3 @@ def test_ecgsearch_run_with_no_arguments_works_on_sqlite_and_stops_cleanly(tmp_p
     assert sum(t.user_attrs.get("thesis_experiment") is not None for t in trials) == 18 + 1  # E1-E18 once, E1's retry
     assert "study demo" in stdout and "30 trials" in stdout, stdout
     assert (tmp_path / "ecgsearch-work" / "data" / "synthetic-400-seed0.h5").exists()
-
-
-def test_hypervolume_hand_worked_on_auroc_and_log_size() -> None:
-    from ecgsearch.analysis.hypervolume import hypervolume
-
-    assert hypervolume([(0.75, 6.4)]) == pytest.approx(0.25 * 1.0)
-    two = [(0.75, 6.4), (0.6, 0.64)]
-    assert hypervolume(two) == pytest.approx(0.25 * 1.0 + 0.1 * 2.0 - 0.1 * 1.0)
-    assert hypervolume([*two, (0.7, 6.4), (0.45, 0.01), (0.9, 100.0)]) == pytest.approx(hypervolume(two))
-    assert hypervolume([]) == 0.0

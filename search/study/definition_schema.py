@@ -31,6 +31,7 @@ from ecgnet.thesis import thesis_experiments
 from ecgnet.train_config import TrainConfig
 from ecgsearch.metric_table import METRICS
 from ecgsearch.study.defaults import DEFAULT_SAMPLER
+from ecgsearch.study.early_stopping import EarlyStopping
 
 __all__ = [
     "SAMPLER_SETTINGS",
@@ -273,10 +274,10 @@ class EarlyStoppingModel(BaseModel):
 
     model_config = _CONFIG
     rungs: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1), AfterValidator(_increasing)]
-    eta: Annotated[int, Field(ge=2)] = 3
-    min_trials: Annotated[int, Field(ge=1)] = 4
-    protect_thesis: bool = True
-    brackets: Annotated[int, Field(ge=1)] = 1  # Hyperband-style: bracket b of trial n = n mod brackets starts at rung b
+    eta: Annotated[int, Field(ge=2)] = EarlyStopping.eta
+    min_trials: Annotated[int, Field(ge=1)] = EarlyStopping.min_trials
+    protect_thesis: bool = EarlyStopping.protect_thesis
+    brackets: Annotated[int, Field(ge=1)] = EarlyStopping.brackets  # Hyperband-style: see EarlyStopping.rungs_of
 
     @model_validator(mode="after")
     def _a_bracket_per_starting_rung(self) -> EarlyStoppingModel:
